@@ -1,0 +1,3 @@
+from faceshield.cli import main
+
+raise SystemExit(main())

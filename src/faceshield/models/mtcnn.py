@@ -1,0 +1,194 @@
+"""MTCNN (Zhang et al. 2016) from facenet-pytorch, whose weights ship inside the wheel.
+
+detect() is facenet-pytorch's own cascade (P-Net -> R-Net -> O-Net, thresholds 0.6/0.7/0.7).
+It runs under no_grad and ends in numpy, so face_loss() rebuilds the part an attacker needs:
+the face probability of each stage, computed differentiably from the photo.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceshield import settings
+from faceshield.models.base import Detections, Detector
+
+
+class MTCNNDetector(Detector):
+    name = "MTCNN"
+    differentiable = True
+
+    def __init__(self, min_face_size: int = 20, margin: float = 1.0):
+        from facenet_pytorch import MTCNN
+
+        settings.apply_threads()
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu").eval()
+        for p in self.mtcnn.parameters():
+            p.requires_grad_(False)
+        self.thresholds = list(self.mtcnn.thresholds)
+        self.threshold = self.thresholds[-1]
+        # The loss pushes each candidate below (threshold - margin) in logit space, so that
+        # 8-bit rounding of the result cannot lift a face back over the threshold.
+        self.margin = margin
+        self.note = f"white-box; stage thresholds {self.thresholds}"
+
+    def to(self, device) -> "MTCNNDetector":
+        self.mtcnn.to(device)
+        self.mtcnn.device = device
+        return self
+
+    @property
+    def device(self):
+        return next(self.mtcnn.parameters()).device
+
+    def detect(self, pixels: np.ndarray) -> Detections:
+        if min(pixels.shape[:2]) < self.mtcnn.min_face_size:
+            return Detections.empty()
+        with torch.no_grad():
+            boxes, probs, points = self.mtcnn.detect(np.ascontiguousarray(pixels), landmarks=True)
+        if boxes is None:
+            return Detections.empty()
+        return Detections(boxes.astype(np.float32), probs.astype(np.float32), points.astype(np.float32))
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        """The image pyramid of facenet-pytorch's detect_face."""
+        m = 12.0 / self.mtcnn.min_face_size
+        minl, scale, scales = min(h, w) * m, m, []
+        while minl >= 12:
+            scales.append(scale)
+            scale *= self.mtcnn.factor
+            minl *= self.mtcnn.factor
+        return scales
+
+    def face_loss(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """How strongly MTCNN's cascade still finds a face inside `region`.
+
+        x: (1, 3, H, W) in [0, 1]; region: (H, W) 0/1 mask of where faces must vanish.
+        Re-runs the cascade differentiably: every P-Net window centred in the region whose
+        face logit-margin is above (threshold - margin) is a candidate; R-Net and O-Net judge
+        its box (cropped and resampled exactly as MTCNN does). A candidate
+        survives only if all three stages accept it, so its loss is its *weakest* stage's
+        margin above threshold: the attack only has to make one stage reject each candidate.
+        Zero once every candidate is rejected with room to spare.
+        """
+        img = x * 255.0
+        _, _, h, w = img.shape
+        tau = [float(np.log(t / (1 - t))) - self.margin for t in self.thresholds]
+        cand_boxes, cand_margin = [], []
+        areas = _region_boxes(region)
+        for s in self._scales(h, w):
+            im = F.interpolate(img, size=(int(h * s + 1), int(w * s + 1)), mode="area")
+            # P-Net is fully convolutional: running it on a crop of the scaled image gives
+            # exactly the windows inside that crop, so only the region's surroundings are computed.
+            for r0, r1, c0, c1 in areas:
+                # even offsets keep the crop's windows on the P-Net's stride-2 grid
+                y0, x0 = max(0, int(r0 * s) - 12) // 2 * 2, max(0, int(c0 * s) - 12) // 2 * 2
+                crop = im[:, :, y0:int(r1 * s) + 12, x0:int(c1 * s) + 12]
+                if min(crop.shape[2:]) < 12:
+                    continue
+                reg, logits = self._pnet((crop - 127.5) * 0.0078125)
+                margin = logits[0, 1] - logits[0, 0]  # (h', w') face logit margin per window
+                with torch.no_grad():
+                    iy_all = torch.arange(margin.shape[0], device=img.device)
+                    ix_all = torch.arange(margin.shape[1], device=img.device)
+                    ys = (((iy_all * 2 + y0) + 6) / s).long().clamp(max=h - 1)
+                    xs = (((ix_all * 2 + x0) + 6) / s).long().clamp(max=w - 1)
+                    pick = ((margin > tau[0]) & (region[ys][:, xs] > 0)).nonzero()
+                if len(pick) == 0:
+                    continue
+                iy, ix = pick[:, 0], pick[:, 1]
+                with torch.no_grad():  # the window's box, as generateBoundingBox + regression
+                    x1, y1 = (2 * ix + x0 + 1) / s, (2 * iy + y0 + 1) / s
+                    x2, y2 = (2 * ix + x0 + 12) / s, (2 * iy + y0 + 12) / s
+                    bw, bh = x2 - x1, y2 - y1
+                    r = reg[0, :, iy, ix]
+                    boxes = torch.stack([x1 + r[0] * bw, y1 + r[1] * bh, x2 + r[2] * bw, y2 + r[3] * bh], 1)
+                # No NMS: once perturbed, any of these windows may be the one the cascade keeps.
+                cand_boxes.append(boxes)
+                cand_margin.append(margin[iy, ix])
+        if not cand_boxes:
+            return img.new_zeros(())
+        boxes = _square(torch.cat(cand_boxes))
+        m_p = torch.cat(cand_margin) - tau[0]
+        # A candidate that R-Net or O-Net already rejects with room to spare adds nothing:
+        # find the survivors without autograd, then differentiate through those alone.
+        with torch.no_grad():
+            m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
+            alive = (m_r > tau[1]).nonzero()[:, 0]
+            boxes_o = self._refine(boxes[alive], reg_r[alive])
+            m_o, _ = self._judge(self._onet, img, boxes_o, 48)
+            alive = alive[m_o > tau[2]]
+        if len(alive) == 0:
+            return m_p.sum() * 0.0
+        boxes, m_p = boxes[alive], m_p[alive]
+        m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
+        m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r.detach()), 48)
+        weakest = torch.minimum(torch.minimum(m_p, m_r - tau[1]), m_o - tau[2])
+        return F.relu(weakest).sum()
+
+    @staticmethod
+    def _refine(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+        """R-Net's box regression then rerec, as the cascade does before O-Net."""
+        bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1  # as bbreg
+        return _square(boxes + reg * torch.stack([bw, bh, bw, bh], 1))
+
+    def _judge(self, net, img, boxes, size):
+        """Face logit margin and box regression of R-Net/O-Net on each box.
+
+        Crops exactly as facenet-pytorch does (integer box clipped to the photo, then area
+        resampling): adversarial patterns exploit any difference from the real pipeline.
+        """
+        _, _, h, w = img.shape
+        patches = []
+        for x1, y1, x2, y2 in boxes.detach().trunc().int().tolist():
+            x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
+            if x2 <= x1 - 1 or y2 <= y1 - 1:  # empty crop: the cascade skips such a box
+                x1, y1, x2, y2 = 1, 1, 2, 2
+            patches.append(F.interpolate(img[:, :, y1 - 1:y2, x1 - 1:x2], size=(size, size), mode="area"))
+        out = net((torch.cat(patches) - 127.5) * 0.0078125)
+        return out[-1][:, 1] - out[-1][:, 0], out[0]
+
+    @property
+    def _pnet(self):
+        return self._logit_nets()[0]
+
+    @property
+    def _rnet(self):
+        return self._logit_nets()[1]
+
+    @property
+    def _onet(self):
+        return self._logit_nets()[2]
+
+    def _logit_nets(self):
+        """P/R/O-Net sharing weights with MTCNN but ending in logits, not softmax: the
+        softmax saturates at 1.0 for confident faces and its gradient vanishes."""
+        if getattr(self, "_nets", None) is None or self._nets[0].conv1.weight.device != self.device:
+            nets = []
+            for net, attr in ((self.mtcnn.pnet, "softmax4_1"), (self.mtcnn.rnet, "softmax5_1"),
+                              (self.mtcnn.onet, "softmax6_1")):
+                twin = copy.copy(net)  # shallow: same parameters, own module dict
+                twin._modules = dict(net._modules)
+                twin._modules[attr] = torch.nn.Identity()
+                nets.append(twin)
+            self._nets = nets
+        return self._nets
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """MTCNN's rerec: grow each box to a square on its longer side, same centre."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    cx, cy = boxes[:, 0] + w / 2, boxes[:, 1] + h / 2
+    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
+
+
+def _region_boxes(region: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) bounding boxes of the connected parts of a 0/1 mask."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(region.detach().cpu().numpy() > 0)
+    return [(sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for sl in ndimage.find_objects(labels)]

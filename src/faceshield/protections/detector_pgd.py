@@ -1,0 +1,145 @@
+"""Per-image detector evasion: the iterative attack of Tong et al., "Image privacy protection
+based on adversarial perturbation generative networks" (first method), here as momentum PGD
+(MI-FGSM, Dong et al. 2018) under an L-inf budget.
+
+Distance: L-inf <= eps (grey levels out of 255), perturbation confined to the face regions.
+Objective: each white-box detector's face_loss (zero once it finds none of the clean faces),
+plus an optional L2 distortion penalty. Steps are whole grey levels, so the float result is
+already the 8-bit PNG the user downloads; success is checked on that 8-bit image with the
+real detector and the attack stops a few steps after it holds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from faceshield import models, settings
+from faceshield.models import Detections
+from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
+
+
+class DetectorPGD:
+    """Hide faces from face detectors.
+
+    Args:
+        eps: L-inf budget in grey levels (default 8, i.e. 8/255).
+        steps: maximum iterations (default 80).
+        step_size: grey levels per step (default 1).
+        momentum: MI-FGSM decay (default 1.0).
+        targets: registry keys of the differentiable detectors to attack (default: MTCNN).
+        distortion_weight: weight of the mean squared perturbation (in grey levels) in the loss.
+        margin: how far around each face box (x its size) the perturbation may reach.
+        check_every: test the real detectors on the 8-bit image every this many steps.
+        extra_steps: steps kept after success, to stand some distance from the threshold.
+        whole_image: with no face found, still perturb the whole photo.
+
+    Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
+
+    Example:
+        >>> result = DetectorPGD(eps=8)(pixels)
+        >>> models.load("mtcnn").detect(result.pixels)   # finds no face
+    """
+
+    key = "detector-pgd"
+    title = "Hide from detectors (iterative)"
+    summary = "per-image momentum PGD on the face scores of white-box detectors (Tong et al.)"
+
+    def __init__(self, eps: float = 8, steps: int = 80, step_size: float = 1, momentum: float = 1.0,
+                 targets: tuple[str, ...] = ("mtcnn",), distortion_weight: float = 0.0,
+                 margin: float = 0.25, check_every: int = 4, extra_steps: int = 2,
+                 whole_image: bool = False):
+        self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
+        self.targets, self.distortion_weight, self.margin = tuple(targets), distortion_weight, margin
+        self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
+
+    def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
+        settings.apply_threads()
+        start = time.perf_counter()
+        detectors, missing = models.available(list(self.targets))
+        detectors = [d for d in detectors if d.differentiable]
+        if not detectors:
+            raise RuntimeError(f"no white-box detector available among {self.targets}: {missing}")
+        device = settings.device()
+        for d in detectors:
+            if hasattr(d, "to"):
+                d.to(device)
+
+        clean = {d.name: d.detect(pixels) for d in detectors}
+        all_faces = merge_faces(list(clean.values()) + ([faces] if faces is not None else []))
+        notices = []
+        if len(all_faces) == 0:
+            if not self.whole_image:
+                return ProtectionResult(pixels.copy(), all_faces, time.perf_counter() - start,
+                                        {"steps": 0, "success": True},
+                                        ["No face found: the photo was left unchanged "
+                                         "(tick 'protect the whole image' to perturb it anyway)."])
+            mask = np.ones(pixels.shape[:2], np.float32)
+            notices.append("No face found: the whole photo was perturbed.")
+        else:
+            mask = region_mask(pixels.shape[:2], all_faces.boxes, self.margin)
+
+        x0 = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device)  # grey levels
+        region = torch.from_numpy(mask).to(device)
+        m = region[None, None]
+        delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers
+        grad_avg = torch.zeros_like(x0)
+        history, success, steps_done, extra = [], False, 0, None
+        bar = tqdm(range(self.steps), desc=f"{self.key}", leave=False)
+        for step in bar:
+            x = (x0 + delta * m) / 255.0
+            face_loss = sum(d.face_loss(x, region) for d in detectors)
+            distortion = (delta * m).pow(2).mean()
+            loss = face_loss + self.distortion_weight * distortion
+            history.append(float(face_loss.detach()))
+            steps_done = step + 1
+            bar.set_postfix(face_loss=f"{float(face_loss):.3f}")
+            converged = float(face_loss) == 0.0
+            if extra is None and (converged or step % self.check_every == self.check_every - 1):
+                if self._hidden(detectors, x0, delta, m, mask):
+                    extra = self.extra_steps
+            if extra is not None and (extra == 0 or converged):
+                success = True
+                break
+            if extra is not None:
+                extra -= 1
+            elif converged:  # the surrogate sees no face but the detector does: no gradient left
+                break
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                grad = grad * m
+                grad_avg = self.momentum * grad_avg + grad / grad.abs().mean().clamp_min(1e-12)
+                delta -= self.step_size * grad_avg.sign()
+                delta.clamp_(-self.eps, self.eps)
+                delta.copy_(torch.round(delta))
+                delta.copy_((x0 + delta).clamp(0, 255) - x0)  # stay a valid photo
+        bar.close()
+        if not success and extra is None:
+            success = self._hidden(detectors, x0, delta, m, mask)
+        out = _to_uint8(x0 + delta.detach() * m)
+        info = {"steps": steps_done, "success": bool(success), "face_loss": history,
+                "targets": [d.name for d in detectors], "unavailable_targets": missing}
+        if not success:
+            notices.append(f"After {steps_done} steps a white-box detector still finds a face: "
+                           "raise the budget or the number of steps.")
+        return ProtectionResult(out, all_faces, time.perf_counter() - start, info, notices)
+
+    @staticmethod
+    def _hidden(detectors, x0, delta, m, mask) -> bool:
+        """Do all white-box detectors miss every face on the 8-bit image?"""
+        pixels = _to_uint8(x0 + delta.detach() * m)
+        for d in detectors:
+            found = d.detect(pixels)
+            for x1, y1, x2, y2 in found.boxes:
+                cx = int(np.clip((x1 + x2) / 2, 0, mask.shape[1] - 1))
+                cy = int(np.clip((y1 + y2) / 2, 0, mask.shape[0] - 1))
+                if mask[cy, cx] > 0:
+                    return False
+        return True
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()

@@ -1,0 +1,99 @@
+"""Where model files come from, resolved in one place.
+
+Each model names an ordered list of sources. The first that yields a file wins and the choice
+is logged: a pinned Hugging Face Hub file (via huggingface_hub's cache), a file in the repo's
+weights/ folder, or a file shipped inside an installed package. Offline, Hub sources are tried
+cache-only, so nothing waits on a network timeout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+class WeightsUnavailable(RuntimeError):
+    """No source could provide a model file; the message says why for each source."""
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file inside an installed package, found without importing the package
+    (face_recognition_models imports pkg_resources, which recent setuptools lacks)."""
+
+    package: str
+    relpath: str
+
+    def fetch(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"package '{self.package}' is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / self.relpath
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from package '{self.package}'")
+        return path
+
+    def __str__(self) -> str:
+        return f"package {self.package}:{self.relpath}"
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """A file committed in this repository's weights/ folder."""
+
+    name: str
+
+    def fetch(self) -> Path:
+        path = REPO_WEIGHTS / self.name
+        if not path.is_file():
+            raise FileNotFoundError(f"weights/{self.name} is not in this checkout")
+        return path
+
+    def __str__(self) -> str:
+        return f"weights/{self.name}"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file in a Hugging Face Hub repo, pinned to a revision (a commit hash)."""
+
+    repo_id: str
+    filename: str
+    revision: str
+
+    def fetch(self) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        offline = os.getenv("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        return Path(
+            hf_hub_download(
+                self.repo_id, self.filename, revision=self.revision, local_files_only=offline
+            )
+        )
+
+    def __str__(self) -> str:
+        return f"hub {self.repo_id}/{self.filename}@{self.revision[:8]}"
+
+
+Source = PackageFile | RepoFile | HubFile
+
+
+def resolve(*sources: Source) -> Path:
+    """The first source that yields a file; WeightsUnavailable listing every failure."""
+    failures = []
+    for source in sources:
+        try:
+            path = source.fetch()
+        except Exception as exc:  # each source fails in its own way; all are reported
+            failures.append(f"{source}: {exc.__class__.__name__}: {exc}".strip())
+            continue
+        log.info("weights from %s -> %s", source, path)
+        return path
+    raise WeightsUnavailable("; ".join(failures) or "no source given")
