@@ -1,0 +1,86 @@
+"""FaceShield web app: layout and callbacks only; the work happens in src/faceshield."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import gradio as gr  # noqa: E402
+
+from faceshield import models, settings  # noqa: E402
+from faceshield.examples import example_photos  # noqa: E402
+from faceshield.images import ImageError  # noqa: E402
+from faceshield.protections import METHODS  # noqa: E402
+from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
+
+DESCRIPTION = """# FaceShield
+Adds an imperceptible adversarial perturbation to a photo so that face detectors stop finding
+the faces, then shows what several detectors and face recognisers see before and after.
+Everything runs on this machine; the download is a metadata-free PNG (a JPEG or WebP
+re-encode would erase the protection)."""
+
+
+def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path,
+        progress=gr.Progress(track_tqdm=True)):
+    if not image_path:
+        raise gr.Error("Upload a photo first (or click an example).")
+    try:
+        page = protect_photo(image_path, method=method, eps=eps, steps=steps, whole_image=whole_image,
+                             slow_judges=slow_judges, reference=reference_path or None)
+    except ImageError as exc:
+        raise gr.Error(str(exc)) from exc
+    return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
+            page.detector_rows, page.recogniser_rows, page.summary)
+
+
+def model_table() -> list[list]:
+    return [[r["name"], r["kind"], "yes" if r["available"] else "no", r["detail"], r["licence"]]
+            for r in models.status()]
+
+
+def create_demo() -> gr.Blocks:
+    with gr.Blocks(title="FaceShield", delete_cache=(600, 3600)) as demo:
+        gr.Markdown(DESCRIPTION)
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
+                method = gr.Dropdown([(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd",
+                                     label="Protection")
+                eps = gr.Slider(1, 16, value=8, step=1, label="Strength: max change per pixel (grey levels of 255)")
+                with gr.Accordion("Advanced options", open=False):
+                    steps = gr.Slider(10, 300, value=80, step=10, label="Maximum iterations")
+                    whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
+                    slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
+                    reference = gr.Image(label="Optional: another photo of the same person", type="filepath",
+                                         format="png")
+                button = gr.Button("Protect", variant="primary")
+                gr.Examples([[str(p)] for p in example_photos().values()], inputs=[image])
+            with gr.Column(scale=2):
+                slider = gr.ImageSlider(label="Original | protected", format="png", type="numpy")
+                summary = gr.Markdown()
+                with gr.Row():
+                    perturbation = gr.Image(label="Perturbation (amplified)", format="png", interactive=False)
+                    download = gr.File(label="Download protected PNG (no EXIF/GPS)")
+        with gr.Tab("Detectors"):
+            detector_table = gr.Dataframe(headers=DETECTOR_COLUMNS, label="What each face detector finds",
+                                          interactive=False, wrap=True)
+            gallery = gr.Gallery(label="Boxes before (green) and after (red)", columns=4, format="png", height="auto")
+        with gr.Tab("Recognisers"):
+            recogniser_table = gr.Dataframe(headers=RECOGNISER_COLUMNS, interactive=False, wrap=True,
+                                            label="Identity match: original face vs protected face (and a reference photo)")
+        with gr.Tab("Models"):
+            gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
+                         interactive=False, wrap=True)
+        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference],
+                     [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
+                     api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT)
+    return demo
+
+
+demo = create_demo()
+
+if __name__ == "__main__":
+    demo.queue(max_size=settings.MAX_QUEUE_SIZE).launch(
+        server_name=os.getenv("GRADIO_SERVER_NAME", "127.0.0.1"), show_error=True)

@@ -1,0 +1,124 @@
+"""Command line: `python -m faceshield protect|bench|models ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from faceshield import settings
+from faceshield.protections import METHODS
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _method_help() -> str:
+    return "methods:\n" + "\n".join(f"  {k:<14} {cls.summary}" for k, cls in METHODS.items())
+
+
+def _inputs(paths: list[str]) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+def protect_options(args) -> dict:
+    """CLI arguments -> protection keyword options (only those given)."""
+    options = {"eps": args.eps}
+    if args.steps is not None:
+        options["steps"] = args.steps
+    if args.whole_image:
+        options["whole_image"] = True
+    return options
+
+
+def cmd_protect(args) -> int:
+    from tqdm import tqdm
+
+    from faceshield.images import ImageError, load_image, save_png
+    from faceshield.protections import build
+
+    protection = build(args.method, **protect_options(args))
+    out_dir = Path(args.output)
+    files = _inputs(args.inputs)
+    if not files:
+        print("no input images found", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in tqdm(files, desc="protecting", unit="photo"):
+        try:
+            loaded = load_image(path)
+        except ImageError as exc:
+            tqdm.write(f"skipped {path}: {exc}")
+            failures += 1
+            continue
+        result = protection(loaded.pixels)
+        target = out_dir / (path.stem + ".png")
+        save_png(result.pixels, target)
+        notes = "; ".join(loaded.notices + result.notices)
+        tqdm.write(f"{path} -> {target} ({len(result.faces)} face(s), {result.seconds:.1f} s)"
+                   + (f" [{notes}]" if notes else ""))
+    return 1 if failures == len(files) else 0
+
+
+def cmd_bench(args) -> int:
+    from faceshield.bench import run_bench
+
+    run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps,
+              out_dir=Path(args.out), slow=args.slow, limit=args.limit)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from faceshield import models
+
+    for row in models.status():
+        state = "available" if row["available"] else "UNAVAILABLE"
+        print(f"{row['key']:<12} {row['kind']:<10} {state:<11} {row['name']:<18} {row['detail']}  [{row['licence']}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faceshield", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_method_help())
+    parser.add_argument("--threads", type=int, help="torch threads (default: FACESHIELD_THREADS or 2)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("protect", help="protect photos and write PNGs", epilog=_method_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (PNG, same names)")
+    p.add_argument("--method", default="detector-pgd", choices=sorted(METHODS))
+    p.add_argument("--eps", type=float, default=8, help="L-inf budget in grey levels out of 255 (default 8)")
+    p.add_argument("--steps", type=int, help="iterations for iterative methods")
+    p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
+    p.set_defaults(func=cmd_protect)
+
+    b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
+    b.add_argument("dataset")
+    b.add_argument("--methods", nargs="+", default=["detector-pgd"], choices=sorted(METHODS))
+    b.add_argument("--eps", type=float, default=8)
+    b.add_argument("--steps", type=int)
+    b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
+    b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
+    b.add_argument("--limit", type=int, help="only the first N photos (quick look)")
+    b.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("models", help="list the model registry and what is available here")
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if args.threads:
+        settings.TORCH_THREADS = args.threads
+    settings.apply_threads()
+    return args.func(args)

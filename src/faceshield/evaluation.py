@@ -1,0 +1,139 @@
+"""The one evaluation routine: what each model sees before and after a protection.
+
+Used by the app, the CLI, the benchmark and the tests, so every number means the same thing
+everywhere. Judges always look at the 8-bit photo the user downloads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faceshield import models
+from faceshield.metrics import box_iou, image_quality
+from faceshield.models import Detections
+from faceshield.protections.base import merge_faces
+
+DEFAULT_DETECTORS = models.names(kind="detector", slow=False)
+DEFAULT_RECOGNISERS = models.names(kind="recogniser")
+
+
+@dataclass
+class DetectorView:
+    key: str
+    name: str
+    before: Detections
+    after: Detections
+    seconds: float
+    note: str = ""
+
+    @property
+    def hidden(self) -> int:
+        """Faces found on the original that no detection on the protected photo overlaps (IoU>=0.3)."""
+        if len(self.before) == 0:
+            return 0
+        if len(self.after) == 0:
+            return len(self.before)
+        return int((box_iou(self.before.boxes, self.after.boxes).max(1) < 0.3).sum())
+
+
+@dataclass
+class FaceMatch:
+    face: int  # index into Evaluation.faces
+    score: float  # distance or similarity, in the model's own metric
+    match: bool  # still the same person at the model's threshold?
+    reference_score: float | None = None  # reference photo vs original, when a reference is given
+    reference_protected_score: float | None = None  # reference photo vs protected
+    reference_match: bool | None = None
+
+
+@dataclass
+class RecogniserView:
+    key: str
+    name: str
+    metric: str
+    threshold: float
+    matches: list[FaceMatch]
+    seconds: float
+    note: str = ""
+
+    @property
+    def match_rate(self) -> float:
+        return float(np.mean([m.match for m in self.matches])) if self.matches else float("nan")
+
+
+@dataclass
+class Evaluation:
+    faces: Detections  # faces on the original, the ones recognisers compare
+    detectors: list[DetectorView]
+    recognisers: list[RecogniserView]
+    quality: dict
+    unavailable: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def reference_faces(pixels: np.ndarray, detectors: list) -> Detections:
+    """Faces of the original photo, as the union of what the given detectors found."""
+    return merge_faces([d.detect(pixels) for d in detectors])
+
+
+def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[str] | None = None,
+             recogniser_keys: list[str] | None = None, faces: Detections | None = None,
+             reference: np.ndarray | None = None, before: dict[str, Detections] | None = None) -> Evaluation:
+    """Judge `protected` against `original`, both (H, W, 3) uint8.
+
+    detector_keys / recogniser_keys: registry keys (default: every fast detector, every recogniser).
+    faces: faces to compare identities on (default: union of the detectors' finds on the original).
+    reference: optional second photo of the same person; its largest face is compared with each face.
+    before: cached detections on the original, by key (saves time when judging several protections).
+    """
+    start = time.perf_counter()
+    detector_keys = DEFAULT_DETECTORS if detector_keys is None else detector_keys
+    recogniser_keys = DEFAULT_RECOGNISERS if recogniser_keys is None else recogniser_keys
+    unavailable: dict[str, str] = {}
+    det_views = []
+    for key in detector_keys:
+        try:
+            det = models.load(key)
+        except models.ModelUnavailable as exc:
+            unavailable[key] = str(exc)
+            continue
+        t = time.perf_counter()
+        clean = before[key] if before and key in before else det.detect(original)
+        after = det.detect(protected)
+        det_views.append(DetectorView(key, det.name, clean, after, time.perf_counter() - t, det.note))
+
+    if faces is None:
+        faces = merge_faces([v.before for v in det_views])
+    rec_views = []
+    for key in recogniser_keys:
+        try:
+            rec = models.load(key)
+        except models.ModelUnavailable as exc:
+            unavailable[key] = str(exc)
+            continue
+        t = time.perf_counter()
+        ref_embedding = None
+        if reference is not None:
+            ref_faces = reference_faces(reference, [models.load(k) for k in detector_keys[:1]])
+            if len(ref_faces):
+                largest = int(np.argmax(np.prod(ref_faces.boxes[:, 2:] - ref_faces.boxes[:, :2], axis=1)))
+                ref_embedding = rec.embed(reference, ref_faces.boxes[largest])
+        matches = []
+        for i, box in enumerate(faces.boxes):
+            # Both photos are read at the clean face box: the recogniser is given the face even
+            # when the protection hid it from detectors (the stronger adversary).
+            e_orig, e_prot = rec.embed(original, box), rec.embed(protected, box)
+            score = rec.score(e_orig, e_prot)
+            fm = FaceMatch(i, score, rec.is_match(score))
+            if ref_embedding is not None:
+                fm.reference_score = rec.score(ref_embedding, e_orig)
+                fm.reference_protected_score = rec.score(ref_embedding, e_prot)
+                fm.reference_match = rec.is_match(fm.reference_protected_score)
+            matches.append(fm)
+        rec_views.append(RecogniserView(key, rec.name, rec.metric, rec.threshold, matches,
+                                        time.perf_counter() - t, rec.note))
+    return Evaluation(faces, det_views, rec_views, image_quality(original, protected), unavailable,
+                      time.perf_counter() - start)

@@ -1,0 +1,46 @@
+"""Acceptance: at 8/255, after a round trip through the downloaded PNG, MTCNN finds no face."""
+
+import numpy as np
+import pytest
+
+from faceshield import models
+from faceshield.images import png_roundtrip
+from faceshield.metrics import image_quality
+from faceshield.protections import DetectorPGD
+
+
+@pytest.fixture(scope="module")
+def protected(photos):
+    protection = DetectorPGD(eps=8)
+    return {name: protection(pixels) for name, pixels in photos.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["astronaut", "bus", "zidane"])
+def test_mtcnn_finds_no_face_after_png_roundtrip(photos, protected, name):
+    mtcnn = models.load("mtcnn")
+    assert len(mtcnn.detect(photos[name])) >= 1
+    result = protected[name]
+    downloaded = png_roundtrip(result.pixels)
+    assert len(mtcnn.detect(downloaded)) == 0, result.info["face_loss"][-5:]
+    q = image_quality(photos[name], downloaded)
+    assert q["linf"] <= 8
+    assert q["psnr"] >= 35.0, q
+
+
+@pytest.mark.slow
+def test_perturbation_stays_on_the_faces(photos, protected):
+    result = protected["astronaut"]
+    changed = np.abs(result.pixels.astype(int) - photos["astronaut"].astype(int)).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.mean() < 0.2
+    assert xs.min() > 100 and xs.max() < 350 and ys.max() < 250  # her face is at x 180..270, y 60..170
+
+
+def test_no_face_photo_is_left_unchanged_unless_asked():
+    rng = np.random.default_rng(0)
+    noise = (rng.normal(128, 5, (96, 128, 3))).clip(0, 255).astype(np.uint8)
+    result = DetectorPGD(eps=4, steps=3)(noise)
+    assert np.array_equal(result.pixels, noise) and "No face" in result.notices[0]
+    forced = DetectorPGD(eps=4, steps=3, whole_image=True)(noise)
+    assert np.abs(forced.pixels.astype(int) - noise).max() <= 4
