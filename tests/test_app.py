@@ -11,7 +11,7 @@ def client(tmp_path_factory):
 
     import app
 
-    app.demo.queue(max_size=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    app.demo.queue(max_size=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
     yield Client(app.demo.local_url, verbose=False)
     app.demo.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -9,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from faceshield import models, settings
+from faceshield import models
 from faceshield.evaluation import DEFAULT_DETECTORS, Evaluation, evaluate
 from faceshield.images import load_image, save_png
 from faceshield.protections import build
 from faceshield.visualize import amplified_perturbation, draw_detections
 
-OUTPUT_DIR = settings.CACHE_DIR / "outputs"
+# Under the system temp dir, where Gradio may serve files from.
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "faceshield-outputs"
 OUTPUT_MAX_AGE_S = 3600
 
 
