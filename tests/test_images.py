@@ -100,6 +100,10 @@ def test_animated_gif_first_frame():
     assert loaded.pixels[0, 0, 0] > 200 and any("Animated" in n for n in loaded.notices)
 
 
+def test_no_exif_no_rotation_notice():
+    assert not load_image(_bytes(_photo(), "PNG")).notices
+
+
 def test_tiny_image_notice():
     loaded = load_image(np.zeros((1, 1, 3), np.uint8))
     assert loaded.pixels.shape == (1, 1, 3) and any("smaller" in n for n in loaded.notices)

@@ -61,10 +61,11 @@ def load_image(source, max_side: int | None = None) -> LoadedImage:
     image = _reduce_while_decoding(image, max_side)
     try:
         image.load()
-        transposed = ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(0x0112, 1)
+        transposed = ImageOps.exif_transpose(image) if orientation not in (0, 1) else image
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"The image file is truncated or corrupt ({exc}).") from exc
-    if transposed is not image:
+    if orientation not in (0, 1):
         notices.append("Rotated according to the photo's EXIF orientation.")
     pixels = _to_rgb(transposed, notices)
 
