@@ -94,10 +94,11 @@ class DetectorPGD:
             face_loss = sum(d.face_loss(x, region) for d in detectors)
             distortion = (delta * m).pow(2).mean()
             loss = face_loss + self.distortion_weight * distortion
-            history.append(float(face_loss.detach()))
+            value = float(face_loss.detach())
+            history.append(value)
             steps_done = step + 1
-            bar.set_postfix(face_loss=f"{float(face_loss):.3f}")
-            converged = float(face_loss) == 0.0
+            bar.set_postfix(face_loss=f"{value:.3f}")
+            converged = value == 0.0
             if extra is None and (converged or step % self.check_every == self.check_every - 1):
                 if self._hidden(detectors, x0, delta, m, mask):
                     extra = self.extra_steps
