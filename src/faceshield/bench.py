@@ -100,6 +100,10 @@ def format_table(results: dict) -> str:
     lines.append("")
     for method, res in results["methods"].items():
         s = res["summary"]
-        lines.append(f"{method}: recogniser match rate (protected face vs its original, dlib ResNet < 0.6): "
-                     f"{s['recogniser_match_rate']:.1%}; max L-inf {s['linf']} grey levels")
+        slowest = max(res["photos"], key=lambda r: r["seconds"])
+        done = sum(bool(r["success"]) for r in res["photos"] if r["success"] is not None)
+        lines.append(f"{method}: recogniser match rate (protected face vs its original, at each recogniser's "
+                     f"threshold): {s['recogniser_match_rate']:.1%}; max L-inf {s['linf']} grey levels; "
+                     f"white-box detectors fooled on {done}/{len(res['photos'])} photos; slowest photo "
+                     f"{slowest['seconds']:.1f} s ({slowest['photo']}, {slowest['faces']} faces)")
     return "\n".join(lines) + "\n"
