@@ -92,14 +92,11 @@ def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[st
     start = time.perf_counter()
     detector_keys = DEFAULT_DETECTORS if detector_keys is None else detector_keys
     recogniser_keys = DEFAULT_RECOGNISERS if recogniser_keys is None else recogniser_keys
-    unavailable: dict[str, str] = {}
+    detectors, unavailable = models.available(detector_keys)
+    recognisers, missing = models.available(recogniser_keys)
+    unavailable |= missing
     det_views = []
-    for key in detector_keys:
-        try:
-            det = models.load(key)
-        except models.ModelUnavailable as exc:
-            unavailable[key] = str(exc)
-            continue
+    for key, det in detectors.items():
         t = time.perf_counter()
         clean = before[key] if before and key in before else det.detect(original)
         after = det.detect(protected)
@@ -107,20 +104,16 @@ def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[st
 
     if faces is None:
         faces = merge_faces([v.before for v in det_views])
+    ref_faces = None
+    if reference is not None and detectors:
+        ref_faces = reference_faces(reference, list(detectors.values())[:1])
     rec_views = []
-    for key in recogniser_keys:
-        try:
-            rec = models.load(key)
-        except models.ModelUnavailable as exc:
-            unavailable[key] = str(exc)
-            continue
+    for key, rec in recognisers.items():
         t = time.perf_counter()
         ref_embedding = None
-        if reference is not None:
-            ref_faces = reference_faces(reference, [models.load(k) for k in detector_keys[:1]])
-            if len(ref_faces):
-                largest = int(np.argmax(np.prod(ref_faces.boxes[:, 2:] - ref_faces.boxes[:, :2], axis=1)))
-                ref_embedding = rec.embed(reference, ref_faces.boxes[largest])
+        if ref_faces is not None and len(ref_faces):
+            largest = int(np.argmax(np.prod(ref_faces.boxes[:, 2:] - ref_faces.boxes[:, :2], axis=1)))
+            ref_embedding = rec.embed(reference, ref_faces.boxes[largest])
         matches = []
         for i, box in enumerate(faces.boxes):
             # Both photos are read at the clean face box: the recogniser is given the face even

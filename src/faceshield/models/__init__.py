@@ -115,15 +115,15 @@ def names(kind: str | None = None, differentiable: bool | None = None, slow: boo
     ]
 
 
-def available(keys: list[str]) -> tuple[list, dict[str, str]]:
-    """(models that load, {key: reason} for those that do not)."""
-    models, missing = [], {}
+def available(keys: list[str]) -> tuple[dict, dict[str, str]]:
+    """({key: model} for those that load, {key: reason} for those that do not), in key order."""
+    loaded, missing = {}, {}
     for key in keys:
         try:
-            models.append(load(key))
+            loaded[key] = load(key)
         except ModelUnavailable as exc:
             missing[key] = str(exc)
-    return models, missing
+    return loaded, missing
 
 
 def status() -> list[dict]:

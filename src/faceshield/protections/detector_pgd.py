@@ -60,7 +60,7 @@ class DetectorPGD:
         settings.apply_threads()
         start = time.perf_counter()
         detectors, missing = models.available(list(self.targets))
-        detectors = [d for d in detectors if d.differentiable]
+        detectors = [d for d in detectors.values() if d.differentiable]
         if not detectors:
             raise RuntimeError(f"no white-box detector available among {self.targets}: {missing}")
         device = settings.device()
