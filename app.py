@@ -22,13 +22,13 @@ Everything runs on this machine; the download is a metadata-free PNG (a JPEG or 
 re-encode would erase the protection)."""
 
 
-def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path,
+def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
         progress=gr.Progress(track_tqdm=True)):
     if not image_path:
         raise gr.Error("Upload a photo first (or click an example).")
     try:
         page = protect_photo(image_path, method=method, eps=eps, steps=steps, whole_image=whole_image,
-                             slow_judges=slow_judges, reference=reference_path or None)
+                             slow_judges=slow_judges, reference=reference_path or None, strength=strength)
     except ImageError as exc:
         raise gr.Error(str(exc)) from exc
     return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
@@ -52,6 +52,8 @@ def create_demo() -> gr.Blocks:
                 with gr.Accordion("Advanced options", open=False):
                     steps = gr.Slider(10, 300, value=80, step=10, label="Maximum iterations")
                     whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
+                    strength = gr.Number(value=None, label="Obfuscation strength (blur: sigma as % of face size, "
+                                         "default 8; pixelate: blocks across the face, default 8; mask: grey level)")
                     slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
                     reference = gr.Image(label="Optional: another photo of the same person", type="filepath",
                                          format="png")
@@ -73,7 +75,7 @@ def create_demo() -> gr.Blocks:
         with gr.Tab("Models"):
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)
-        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference],
+        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength],
                      [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
                      api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT)
     return demo

@@ -19,7 +19,7 @@ from faceshield import models
 from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
 from faceshield.images import load_image
 from faceshield.metrics import average_precision, match_detections
-from faceshield.protections import build
+from faceshield.protections import METHODS, build
 
 
 def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | None]]:
@@ -31,15 +31,14 @@ def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | N
     return photos[:limit] if limit else photos
 
 
-def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | None = None,
+def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | None = None, strength: float | None = None,
               out_dir: Path = Path("bench_results"), slow: bool = False, limit: int | None = None,
               annotated_only: bool = True) -> dict:
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow else [])
     photos = [p for p in _photos(dataset, limit) if p[1] is not None or not annotated_only]
     results = {"dataset": str(dataset), "eps": eps, "photos": [p.name for p, _ in photos], "methods": {}}
     for method in methods:
-        options = {"eps": eps} | ({"steps": steps} if steps else {})
-        protection = build(method, **options)
+        protection = build(method, eps=eps, steps=steps, strength=strength)
         per_det = {k: {"before": [], "after": [], "n_truth": 0, "hit_before": 0, "hit_after": 0} for k in detector_keys}
         rows, match_flags = [], []
         for path, truth in tqdm(photos, desc=f"bench {method}", unit="photo"):
@@ -88,22 +87,24 @@ def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | No
 
 
 def format_table(results: dict) -> str:
-    lines = [f"eps {results['eps']:g}/255, {len(results['photos'])} photos",
+    lines = [f"{len(results['photos'])} photos; L-inf budget {results['eps']:g}/255 for the adversarial methods",
              "", "| method | detector | faces | recall before | recall after | AP before | AP after | PSNR dB | SSIM | s/photo |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, res in results["methods"].items():
         s = res["summary"]
         for key, d in s["detectors"].items():
-            attacked = " (white-box)" if models.REGISTRY[key].differentiable else ""
+            attacked = " (white-box)" if key in getattr(METHODS[method], "attacks", ()) else ""
             lines.append(f"| {method} | {key}{attacked} | {d['faces']} | {d['recall_before']:.1%} | {d['recall_after']:.1%} "
                          f"| {d['ap_before']:.3f} | {d['ap_after']:.3f} | {s['psnr']:.1f} | {s['ssim']:.3f} | {s['seconds_per_photo']:.1f} |")
     lines.append("")
     for method, res in results["methods"].items():
         s = res["summary"]
         slowest = max(res["photos"], key=lambda r: r["seconds"])
-        done = sum(bool(r["success"]) for r in res["photos"] if r["success"] is not None)
+        judged = [r for r in res["photos"] if r["success"] is not None]
+        fooled = (f"white-box detectors fooled on {sum(bool(r['success']) for r in judged)}/{len(judged)} photos; "
+                  if judged else "")
         lines.append(f"{method}: recogniser match rate (protected face vs its original, at each recogniser's "
                      f"threshold): {s['recogniser_match_rate']:.1%}; max L-inf {s['linf']} grey levels; "
-                     f"white-box detectors fooled on {done}/{len(res['photos'])} photos; slowest photo "
+                     f"{fooled}slowest photo "
                      f"{slowest['seconds']:.1f} s ({slowest['photo']}, {slowest['faces']} faces)")
     return "\n".join(lines) + "\n"

@@ -29,9 +29,7 @@ def _inputs(paths: list[str]) -> list[Path]:
 
 def protect_options(args) -> dict:
     """CLI arguments -> protection keyword options (only those given)."""
-    options = {"eps": args.eps}
-    if args.steps is not None:
-        options["steps"] = args.steps
+    options = {"eps": args.eps, "steps": args.steps, "strength": args.strength}
     if args.whole_image:
         options["whole_image"] = True
     return options
@@ -69,7 +67,7 @@ def cmd_protect(args) -> int:
 def cmd_bench(args) -> int:
     from faceshield.bench import run_bench
 
-    run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps,
+    run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps, strength=args.strength,
               out_dir=Path(args.out), slow=args.slow, limit=args.limit)
     return 0
 
@@ -97,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="detector-pgd", choices=sorted(METHODS))
     p.add_argument("--eps", type=float, default=8, help="L-inf budget in grey levels out of 255 (default 8)")
     p.add_argument("--steps", type=int, help="iterations for iterative methods")
+    p.add_argument("--strength", type=float,
+                   help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level")
     p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
     p.set_defaults(func=cmd_protect)
 
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="+", default=["detector-pgd"], choices=sorted(METHODS))
     b.add_argument("--eps", type=float, default=8)
     b.add_argument("--steps", type=int)
+    b.add_argument("--strength", type=float, help="obfuscation strength (see protect --help)")
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
     b.add_argument("--limit", type=int, help="only the first N photos (quick look)")

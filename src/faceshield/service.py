@@ -41,13 +41,15 @@ RECOGNISER_COLUMNS = ["recogniser", "face", "original vs protected", "same perso
 
 
 def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: int | None = None,
-                  whole_image: bool = False, slow_judges: bool = False, reference=None) -> PageResult:
+                  whole_image: bool = False, slow_judges: bool = False, reference=None,
+                  strength: float | None = None) -> PageResult:
     """Load `source` (path/bytes/array), protect it, judge it, and save the download PNG.
     Raises faceshield.images.ImageError for unusable input."""
     loaded = load_image(source)
     ref_pixels = load_image(reference).pixels if reference is not None else None
-    options = {"eps": eps, "whole_image": whole_image} | ({"steps": int(steps)} if steps else {})
-    result = build(method, **options)(loaded.pixels)
+    protection = build(method, eps=eps, steps=int(steps) if steps else None, whole_image=whole_image,
+                       strength=strength)
+    result = protection(loaded.pixels)
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
     ev = evaluate(loaded.pixels, result.pixels, detector_keys, reference=ref_pixels)
 
@@ -81,7 +83,9 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
     notices = loaded.notices + result.notices
     status = result.info.get("success")
     summary = "\n".join([
-        f"**{len(result.faces)} face(s) protected** with `{method}` at L-inf {eps:g}/255 in **{result.seconds:.1f} s**"
+        f"**{len(result.faces)} face(s) protected** with `{method}`"
+        + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps") else f" at strength {protection.strength:g}")
+        + f" in **{result.seconds:.1f} s**"
         + (f" ({result.info.get('steps')} steps; white-box detectors "
            f"{'no longer find them' if status else 'still find a face'})." if 'steps' in result.info else "."),
         f"Image quality: PSNR **{q['psnr']:.1f} dB**, SSIM **{q['ssim']:.4f}**, max change **{q['linf']}** grey levels. "

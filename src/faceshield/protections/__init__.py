@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
+
 from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
 from faceshield.protections.detector_pgd import DetectorPGD
+from faceshield.protections.obfuscation import GaussianBlur, Pixelate, SolidMask
 
-METHODS = {cls.key: cls for cls in [DetectorPGD]}
+METHODS = {cls.key: cls for cls in [DetectorPGD, GaussianBlur, Pixelate, SolidMask]}
 
-__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "build", "merge_faces", "region_mask"]
+__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask",
+           "build", "merge_faces", "region_mask"]
 
 
 def build(key: str, **options):
-    """A protection by CLI name, e.g. build("detector-pgd", eps=8)."""
+    """A protection by CLI name, e.g. build("detector-pgd", eps=8).
+
+    Options a method does not take are dropped, so the UI and CLI can pass their common
+    knobs (eps, steps, strength, whole_image) to any method.
+    """
     if key not in METHODS:
         raise KeyError(f"unknown method '{key}'; known: {', '.join(METHODS)}")
-    return METHODS[key](**options)
+    cls = METHODS[key]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})

@@ -1,0 +1,101 @@
+"""Visible obfuscations of the face regions: Gaussian blur, pixelation and a solid mask.
+
+These are the everyday baselines the DDM paper ("Distribution Discrepancy Maximization for
+Image Privacy Preserving", arXiv 1811.07335) compares against; the evaluation panel shows
+which of them still let recognisers match the person. Faces are the union of what the fast
+offline detectors find on the clean photo.
+
+Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from faceshield import models
+from faceshield.models import Detections
+from faceshield.protections.base import ProtectionResult, merge_faces
+
+FACE_FINDERS = ("mtcnn", "dlib-hog", "haar")
+
+
+class _Obfuscation:
+    key = ""
+    title = ""
+    summary = ""
+    default_strength = 0.0
+
+    def __init__(self, strength: float | None = None, whole_image: bool = False, margin: float = 0.1,
+                 finders: tuple[str, ...] = FACE_FINDERS):
+        """strength: method-specific (see the subclass); margin: box growth x face size per side."""
+        self.strength = self.default_strength if strength is None else float(strength)
+        self.whole_image, self.margin, self.finders = whole_image, margin, tuple(finders)
+
+    def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
+        start = time.perf_counter()
+        if faces is None:
+            finders, _ = models.available(list(self.finders))
+            faces = merge_faces([d.detect(pixels) for d in finders.values()])
+        out, notices = pixels.copy(), []
+        h, w = pixels.shape[:2]
+        if len(faces) == 0:
+            if not self.whole_image:
+                notices.append("No face found: the photo was left unchanged "
+                               "(tick 'protect the whole image' to obfuscate it anyway).")
+                return ProtectionResult(out, faces, time.perf_counter() - start, {}, notices)
+            notices.append("No face found: the whole photo was obfuscated.")
+            regions = [(0, h, 0, w)]
+        else:
+            regions = []
+            for x1, y1, x2, y2 in faces.boxes:
+                mw, mh = (x2 - x1) * self.margin, (y2 - y1) * self.margin
+                regions.append((int(max(0, y1 - mh)), int(min(h, y2 + mh)), int(max(0, x1 - mw)), int(min(w, x2 + mw))))
+        for r0, r1, c0, c1 in regions:
+            if r1 > r0 and c1 > c0:
+                out[r0:r1, c0:c1] = self.obscure(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
+        return ProtectionResult(out, faces, time.perf_counter() - start,
+                                {"strength": self.strength, "regions": len(regions)}, notices)
+
+    def obscure(self, patch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class GaussianBlur(_Obfuscation):
+    """strength: Gaussian sigma as a percentage of the face size (default 8)."""
+
+    key, title = "blur", "Obfuscate: Gaussian blur"
+    summary = "Gaussian blur of the face regions (strength: sigma as % of face size)"
+    default_strength = 8.0
+
+    def obscure(self, patch):
+        sigma = max(0.5, self.strength / 100 * max(patch.shape[:2]))
+        return cv2.GaussianBlur(patch, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+class Pixelate(_Obfuscation):
+    """strength: number of blocks across the face (default 8; fewer = coarser)."""
+
+    key, title = "pixelate", "Obfuscate: pixelate"
+    summary = "pixelation of the face regions (strength: blocks across the face)"
+    default_strength = 8.0
+
+    def obscure(self, patch):
+        h, w = patch.shape[:2]
+        blocks = max(1, int(round(self.strength)))
+        small = cv2.resize(patch, (max(1, round(blocks * w / max(h, w))), max(1, round(blocks * h / max(h, w)))),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+class SolidMask(_Obfuscation):
+    """strength: grey level of the fill (default 128)."""
+
+    key, title = "mask", "Obfuscate: solid mask"
+    summary = "solid grey box over the face regions (strength: fill grey level)"
+    default_strength = 128.0
+
+    def obscure(self, patch):
+        return np.full_like(patch, int(np.clip(self.strength, 0, 255)))
