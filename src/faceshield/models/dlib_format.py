@@ -1,0 +1,83 @@
+"""Reading dlib's serialized DNN files (.dat) with numpy, no dlib needed.
+
+Format facts, from dlib's serialize.h, float_details.h and dnn/{core,layers,tensor}.h:
+- integers: one control byte (low 4 bits: how many bytes follow, high bit: negative), then the
+  magnitude in little-endian bytes;
+- strings: an integer length, then the characters;
+- tensors: version, num_samples, k, nr, nc (integers), then the values as raw float32 LE;
+- a network is written outermost layer first, each wrapper writing its sub-network before its
+  own details, so the layers' own records appear in the file from the input side outwards.
+  Tag and skip layers store no parameters: the topology comes from dlib's network definition
+  (see dlib_resnet.py) and the shapes read here check it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Reader:
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data, self.pos = data, pos
+
+    def int(self) -> int:
+        control = self.data[self.pos]
+        size = control & 0x0F
+        value = int.from_bytes(self.data[self.pos + 1:self.pos + 1 + size], "little")
+        self.pos += 1 + size
+        return -value if control & 0x80 else value
+
+    def string(self) -> str:
+        size = self.int()
+        text = self.data[self.pos:self.pos + size].decode("ascii")
+        self.pos += size
+        return text
+
+    def tensor(self) -> np.ndarray:
+        version = self.int()
+        if version not in (1, 2):
+            raise ValueError(f"unexpected tensor version {version} at byte {self.pos}")
+        shape = tuple(self.int() for _ in range(4))
+        count = int(np.prod(shape))
+        values = np.frombuffer(self.data, "<f4", count, self.pos).copy()
+        self.pos += 4 * count
+        return values.reshape(shape)
+
+
+@dataclass
+class Layer:
+    kind: str  # "con", "affine", "fc"
+    params: dict = field(default_factory=dict)
+
+
+# Only layers with parameters are read; their version strings mark where each record starts.
+_MARKER = re.compile(rb"\x01(\x05con_[4-6]|\x07affine_|\x08affine_2|\x04fc_[23])")
+
+
+def read_layers(data: bytes) -> list[Layer]:
+    """The parameterised layers of a dlib network file, from the input side outwards."""
+    layers = []
+    for match in _MARKER.finditer(data):
+        r = Reader(data, match.start())
+        version = r.string()
+        if version.startswith("con_"):
+            params = r.tensor().reshape(-1)
+            num_filters, nr, nc = r.int(), r.int(), r.int()
+            stride, _ = r.int(), r.int()
+            padding, _ = r.int(), r.int()
+            weights = params[: params.size - num_filters]
+            layers.append(Layer("con", {
+                "weight": weights.reshape(num_filters, -1, nr, nc), "bias": params[params.size - num_filters:],
+                "stride": stride, "padding": padding}))
+        elif version.startswith("affine_"):
+            params = r.tensor().reshape(-1)
+            half = params.size // 2
+            layers.append(Layer("affine", {"gamma": params[:half], "beta": params[half:]}))
+        else:
+            num_outputs, num_inputs = r.int(), r.int()
+            weights = r.tensor().reshape(-1)[: num_inputs * num_outputs]
+            layers.append(Layer("fc", {"weight": weights.reshape(num_inputs, num_outputs)}))
+    return layers
