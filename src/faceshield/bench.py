@@ -18,7 +18,7 @@ from tqdm import tqdm
 from faceshield import models
 from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
 from faceshield.images import load_image
-from faceshield.metrics import average_precision, match_detections
+from faceshield.metrics import average_precision, image_quality, match_detections
 from faceshield.protections import METHODS, build
 
 
@@ -84,6 +84,71 @@ def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | No
     (out_dir / "results.md").write_text(table)
     print(table)
     return results
+
+
+def _largest_face(pixels: np.ndarray):
+    for key in ("mtcnn", "dlib-hog"):
+        found = models.load(key).detect(pixels)
+        if len(found):
+            return found.boxes[int(np.argmax(np.prod(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)))]
+    return None
+
+
+def run_identity_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | None = None,
+                       strength: float | None = None, out_dir: Path = Path("bench_results/identity"),
+                       limit: int | None = None) -> dict:
+    """Protection success rate on same-person pairs (pairs.csv): protect img_a, compare its
+    face with the clean img_b's at each recogniser's own threshold."""
+    import csv
+
+    with open(dataset / "pairs.csv", newline="") as f:
+        pairs = [(r["img_a"], r["img_b"]) for r in csv.DictReader(f) if r["same"].strip() == "1"]
+    pairs = pairs[:limit] if limit else pairs
+    rec_keys = DEFAULT_RECOGNISERS
+    recs = {k: models.load(k) for k in rec_keys}
+    photos = {p: load_image(dataset / p).pixels for pair in pairs for p in pair}
+    boxes = {p: _largest_face(px) for p, px in photos.items()}
+    pairs = [(a, b) for a, b in pairs if boxes[a] is not None and boxes[b] is not None]
+    clean_emb = {(k, p): r.embed(photos[p], boxes[p]) for k, r in recs.items() for p in photos if boxes[p] is not None}
+    results = {"dataset": str(dataset), "eps": eps, "pairs": len(pairs), "methods": {}}
+    for method in methods:
+        protection = build(method, eps=eps, steps=steps, strength=strength)
+        protected, rows = {}, []
+        for a in tqdm(sorted({a for a, _ in pairs}), desc=f"identity {method}", unit="photo"):
+            t = time.perf_counter()
+            result = protection(photos[a])
+            protected[a] = result.pixels
+            rows.append({"photo": a, "seconds": time.perf_counter() - t, **image_quality(photos[a], result.pixels)})
+        per_rec = {}
+        for k, r in recs.items():
+            clean = [r.is_match(r.score(clean_emb[k, a], clean_emb[k, b])) for a, b in pairs]
+            after = [r.is_match(r.score(r.embed(protected[a], boxes[a]), clean_emb[k, b])) for a, b in pairs]
+            per_rec[k] = {"match_clean": float(np.mean(clean)), "match_protected": float(np.mean(after)),
+                          "psr": 1.0 - float(np.mean(after)),
+                          "white_box": k in getattr(METHODS[method], "attacks", ())}
+        results["methods"][method] = {"recognisers": per_rec, "photos": rows,
+                                      "psnr": float(np.mean([r["psnr"] for r in rows])),
+                                      "ssim": float(np.mean([r["ssim"] for r in rows])),
+                                      "seconds_per_photo": float(np.mean([r["seconds"] for r in rows]))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    table = format_identity_table(results)
+    (out_dir / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+def format_identity_table(results: dict) -> str:
+    lines = [f"{results['pairs']} same-person pairs; protected img_a vs clean img_b; "
+             f"L-inf budget {results['eps']:g}/255 for the adversarial methods", "",
+             "| method | recogniser | match clean | match protected | PSR | PSNR dB | SSIM | s/photo |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for method, res in results["methods"].items():
+        for key, r in res["recognisers"].items():
+            tag = " (white-box)" if r["white_box"] else ""
+            lines.append(f"| {method} | {key}{tag} | {r['match_clean']:.1%} | {r['match_protected']:.1%} | {r['psr']:.1%} "
+                         f"| {res['psnr']:.1f} | {res['ssim']:.3f} | {res['seconds_per_photo']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def format_table(results: dict) -> str:

@@ -65,8 +65,12 @@ def cmd_protect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from faceshield.bench import run_bench
+    from faceshield.bench import run_bench, run_identity_bench
 
+    if args.pairs:
+        run_identity_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps,
+                           strength=args.strength, out_dir=Path(args.out) / "identity", limit=args.limit)
+        return 0
     run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps, strength=args.strength,
               out_dir=Path(args.out), slow=args.slow, limit=args.limit)
     return 0
@@ -108,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--strength", type=float, help="obfuscation strength (see protect --help)")
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
-    b.add_argument("--limit", type=int, help="only the first N photos (quick look)")
+    b.add_argument("--limit", type=int, help="only the first N photos or pairs (quick look)")
+    b.add_argument("--pairs", action="store_true",
+                   help="identity benchmark: protection success rate on pairs.csv's same-person pairs")
     b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="list the model registry and what is available here")

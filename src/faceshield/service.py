@@ -86,8 +86,8 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
         f"**{len(result.faces)} face(s) protected** with `{method}`"
         + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps") else f" at strength {protection.strength:g}")
         + f" in **{result.seconds:.1f} s**"
-        + (f" ({result.info.get('steps')} steps; white-box detectors "
-           f"{'no longer find them' if status else 'still find a face'})." if 'steps' in result.info else "."),
+        + (f" ({result.info.get('steps')} steps against {', '.join(result.info.get('targets', []))}: "
+           f"{'goal reached' if status else 'goal NOT reached'} on the 8-bit image)." if 'steps' in result.info else "."),
         f"Image quality: PSNR **{q['psnr']:.1f} dB**, SSIM **{q['ssim']:.4f}**, max change **{q['linf']}** grey levels. "
         f"Judged on the downloadable 8-bit PNG in {ev.seconds:.1f} s.",
     ] + [f"- {n}" for n in notices])

@@ -7,10 +7,11 @@ import inspect
 from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
 from faceshield.protections.detector_pgd import DetectorPGD
 from faceshield.protections.obfuscation import GaussianBlur, Pixelate, SolidMask
+from faceshield.protections.tip_im import TIPIM
 
-METHODS = {cls.key: cls for cls in [DetectorPGD, GaussianBlur, Pixelate, SolidMask]}
+METHODS = {cls.key: cls for cls in [DetectorPGD, TIPIM, GaussianBlur, Pixelate, SolidMask]}
 
-__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask",
+__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask", "TIPIM",
            "build", "merge_faces", "region_mask"]
 
 

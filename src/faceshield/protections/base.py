@@ -51,3 +51,21 @@ def merge_faces(detections: list[Detections], iou: float = 0.4) -> Detections:
     rank = np.concatenate([np.full(len(d), -i, np.float32) * 1e3 + d.scores for i, d in enumerate(parts)])
     keep = nms(torch.from_numpy(boxes), torch.from_numpy(rank), iou).numpy()
     return Detections(boxes[keep], np.concatenate([d.scores for d in parts])[keep])
+
+
+def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momentum: float):
+    """One MI-FGSM step (Dong et al. 2018) in whole grey levels, in place on `delta`.
+
+    delta, grad, grad_avg, x0: (1, 3, H, W) tensors in grey levels; returns the new grad_avg.
+    Descends the loss, keeps |delta| <= eps, whole numbers (so x0 + delta is already the 8-bit
+    photo) and x0 + delta inside [0, 255].
+    """
+    import torch
+
+    with torch.no_grad():
+        grad_avg = momentum * grad_avg + grad / grad.abs().mean().clamp_min(1e-12)
+        delta -= step_size * grad_avg.sign()
+        delta.clamp_(-eps, eps)
+        delta.copy_(torch.round(delta))
+        delta.copy_((x0 + delta).clamp(0, 255) - x0)
+    return grad_avg

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
+from faceshield.protections.base import ProtectionResult, momentum_step, merge_faces, region_mask
 
 
 class DetectorPGD:
@@ -111,13 +111,7 @@ class DetectorPGD:
             elif converged:  # the surrogate sees no face but the detector does: no gradient left
                 break
             (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                grad = grad * m
-                grad_avg = self.momentum * grad_avg + grad / grad.abs().mean().clamp_min(1e-12)
-                delta -= self.step_size * grad_avg.sign()
-                delta.clamp_(-self.eps, self.eps)
-                delta.copy_(torch.round(delta))
-                delta.copy_((x0 + delta).clamp(0, 255) - x0)  # stay a valid photo
+            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
         bar.close()
         if not success and extra is None:
             success = self._hidden(detectors, x0, delta, m, mask)
