@@ -16,8 +16,10 @@ from faceshield.protections import METHODS  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
 
 DESCRIPTION = """# FaceShield
-Adds an imperceptible adversarial perturbation to a photo so that face detectors stop finding
-the faces, then shows what several detectors and face recognisers see before and after.
+Adds an imperceptible adversarial perturbation to the faces in a photo, so that face detectors
+stop finding them (*Hide from detectors*) or face recognisers stop recognising them (*Hide
+identity*), then shows what several detectors and recognisers see before and after. Blur,
+pixelation and masking are there to compare with.
 Everything runs on this machine; the download is a metadata-free PNG (a JPEG or WebP
 re-encode would erase the protection)."""
 
