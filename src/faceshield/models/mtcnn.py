@@ -136,12 +136,18 @@ class MTCNNDetector(Detector):
         resampling): adversarial patterns exploit any difference from the real pipeline.
         """
         _, _, h, w = img.shape
-        patches = []
+        crops = []
         for x1, y1, x2, y2 in boxes.detach().trunc().int().tolist():
             x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
             if x2 <= x1 - 1 or y2 <= y1 - 1:  # empty crop: the cascade skips such a box
                 x1, y1, x2, y2 = 1, 1, 2, 2
-            patches.append(F.interpolate(img[:, :, y1 - 1:y2, x1 - 1:x2], size=(size, size), mode="area"))
+            crops.append((y1 - 1, y2, x1 - 1, x2))
+        # Slice the crops out of one sub-image around them all: each slice's backward pass
+        # allocates a gradient the size of what it was sliced from.
+        r0, c0 = min(c[0] for c in crops), min(c[2] for c in crops)
+        sub = img[:, :, r0:max(c[1] for c in crops), c0:max(c[3] for c in crops)]
+        patches = [F.interpolate(sub[:, :, a - r0:b - r0, c - c0:d - c0], size=(size, size), mode="area")
+                   for a, b, c, d in crops]
         out = net((torch.cat(patches) - 127.5) * 0.0078125)
         return out[-1][:, 1] - out[-1][:, 0], out[0]
 
