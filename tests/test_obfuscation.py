@@ -8,7 +8,7 @@ from faceshield.evaluation import evaluate
 from faceshield.protections import build, region_mask
 
 
-@pytest.mark.parametrize("method", ["blur", "pixelate", "mask"])
+@pytest.mark.parametrize("method", ["blur", "pixelate", "mask", "noise"])
 def test_only_face_regions_change(photos, method):
     astronaut = photos["astronaut"]
     result = build(method, eps=8, steps=5)(astronaut)  # eps/steps are not theirs: dropped
@@ -33,3 +33,9 @@ def test_mask_breaks_identity_matching(photos):
     result = build("mask")(astronaut)
     (rec,) = evaluate(astronaut, result.pixels, ["mtcnn"], ["dlib-resnet"], faces=result.faces).recognisers
     assert not rec.matches[0].match
+
+
+def test_noise_respects_the_budget(photos):
+    astronaut = photos["astronaut"]
+    result = build("noise", eps=4)(astronaut)
+    assert 0 < np.abs(result.pixels.astype(int) - astronaut).max() <= 4

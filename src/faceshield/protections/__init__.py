@@ -6,12 +6,12 @@ import inspect
 
 from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
 from faceshield.protections.detector_pgd import DetectorPGD
-from faceshield.protections.obfuscation import GaussianBlur, Pixelate, SolidMask
+from faceshield.protections.obfuscation import GaussianBlur, GaussianNoise, Pixelate, SolidMask
 from faceshield.protections.tip_im import TIPIM
 
-METHODS = {cls.key: cls for cls in [DetectorPGD, TIPIM, GaussianBlur, Pixelate, SolidMask]}
+METHODS = {cls.key: cls for cls in [DetectorPGD, TIPIM, GaussianBlur, Pixelate, SolidMask, GaussianNoise]}
 
-__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask", "TIPIM",
+__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask", "GaussianNoise", "TIPIM",
            "build", "merge_faces", "region_mask"]
 
 

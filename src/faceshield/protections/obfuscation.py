@@ -99,3 +99,22 @@ class SolidMask(_Obfuscation):
 
     def obscure(self, patch):
         return np.full_like(patch, int(np.clip(self.strength, 0, 255)))
+
+
+class GaussianNoise(_Obfuscation):
+    """Random Gaussian noise in the face regions, clipped to the same L-inf budget as the
+    adversarial methods: the control that shows what the *adversarial* part of a mask buys.
+
+    strength: ignored; eps: budget in grey levels (default 8; sigma = eps / 2).
+    """
+
+    key, title = "noise", "Control: Gaussian noise (same budget)"
+    summary = "Gaussian noise in the face regions clipped to +-eps (a control for the adversarial methods)"
+
+    def __init__(self, eps: float = 8, whole_image: bool = False, seed: int = 0):
+        super().__init__(strength=0.0, whole_image=whole_image, margin=0.1)
+        self.eps, self.rng = eps, np.random.default_rng(seed)
+
+    def obscure(self, patch):
+        noise = np.clip(np.round(self.rng.normal(0, self.eps / 2, patch.shape)), -self.eps, self.eps)
+        return np.clip(patch.astype(np.int16) + noise.astype(np.int16), 0, 255).astype(np.uint8)
