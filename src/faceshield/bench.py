@@ -78,9 +78,13 @@ def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | No
                 "ap_after": average_precision(d["after"], d["n_truth"]),
             }
         results["methods"][method] = {"summary": summary, "photos": rows}
+    return _report(results, format_table(results), out_dir)
+
+
+def _report(results: dict, table: str, out_dir: Path) -> dict:
+    """Print the table and save it (results.md) with the raw numbers (results.json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    table = format_table(results)
     (out_dir / "results.md").write_text(table)
     print(table)
     return results
@@ -130,12 +134,7 @@ def run_identity_bench(dataset: Path, methods: list[str], eps: float = 8, steps:
                                       "psnr": float(np.mean([r["psnr"] for r in rows])),
                                       "ssim": float(np.mean([r["ssim"] for r in rows])),
                                       "seconds_per_photo": float(np.mean([r["seconds"] for r in rows]))}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    table = format_identity_table(results)
-    (out_dir / "results.md").write_text(table)
-    print(table)
-    return results
+    return _report(results, format_identity_table(results), out_dir)
 
 
 def format_identity_table(results: dict) -> str:

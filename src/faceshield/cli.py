@@ -39,6 +39,7 @@ def cmd_protect(args) -> int:
     from tqdm import tqdm
 
     from faceshield.images import ImageError, load_image, save_png
+    from faceshield.metrics import image_quality
     from faceshield.protections import build
 
     protection = build(args.method, **protect_options(args))
@@ -59,8 +60,10 @@ def cmd_protect(args) -> int:
         target = out_dir / (path.stem + ".png")
         save_png(result.pixels, target)
         notes = "; ".join(loaded.notices + result.notices)
-        tqdm.write(f"{path} -> {target} ({len(result.faces)} face(s), {result.seconds:.1f} s)"
-                   + (f" [{notes}]" if notes else ""))
+        steps = f", {result.info['steps']} steps" if "steps" in result.info else ""
+        psnr = image_quality(loaded.pixels, result.pixels)["psnr"]
+        tqdm.write(f"{path} -> {target} ({len(result.faces)} face(s){steps}, {result.seconds:.1f} s, "
+                   f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else ""))
     return 1 if failures == len(files) else 0
 
 
