@@ -7,6 +7,11 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+try:  # ZeroGPU on Hugging Face Spaces; `spaces` must be imported before torch
+    import spaces
+except ImportError:  # anywhere else the decorator is a no-op
+    spaces = None
+
 import gradio as gr  # noqa: E402
 
 from faceshield import models, settings  # noqa: E402
@@ -24,6 +29,16 @@ Everything runs on this machine; the download is a metadata-free PNG (a JPEG or 
 re-encode would erase the protection)."""
 
 
+def _gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
+    """ZeroGPU time to reserve: grows with the iterations asked for."""
+    return int(30 + 0.5 * (steps or 80))
+
+
+def _on_gpu(fn):
+    return spaces.GPU(duration=_gpu_seconds)(fn) if spaces is not None else fn
+
+
+@_on_gpu
 def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
         progress=gr.Progress(track_tqdm=True)):
     if not image_path:
