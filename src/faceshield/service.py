@@ -51,7 +51,10 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
                        strength=strength)
     result = protection(loaded.pixels)
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
-    ev = evaluate(loaded.pixels, result.pixels, detector_keys, reference=ref_pixels)
+    # Identities are compared on the faces the protection worked on (when it found any): the
+    # union of every detector's finds would add their false positives as "faces".
+    ev = evaluate(loaded.pixels, result.pixels, detector_keys, reference=ref_pixels,
+                  faces=result.faces if len(result.faces) else None)
 
     gallery = []
     for v in ev.detectors:
