@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
                            strength=args.strength, out_dir=Path(args.out) / "identity", limit=args.limit)
         return 0
     run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps, strength=args.strength,
-              out_dir=Path(args.out), slow=args.slow, limit=args.limit)
+              out_dir=Path(args.out), slow=args.slow, limit=args.limit, annotated_only=not args.all_photos)
     return 0
 
 
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
     b.add_argument("--limit", type=int, help="only the first N photos or pairs (quick look)")
+    b.add_argument("--all-photos", action="store_true",
+                   help="also photos without boxes.json ground truth (judged against clean detections)")
     b.add_argument("--pairs", action="store_true",
                    help="identity benchmark: protection success rate on pairs.csv's same-person pairs")
     b.set_defaults(func=cmd_bench)

@@ -55,6 +55,7 @@ class Recogniser:
     name: str = "recogniser"
     threshold: float = 0.6
     metric: str = "euclidean"  # "euclidean" (match if below) or "cosine" (match if above)
+    differentiable: bool = False  # does it offer embed_tensor(x, landmarks) for attacks?
     note: str = ""
 
     def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from faceshield.models.base import Recogniser
 from faceshield.models.dlib_format import read_layers
 
 MEAN_RGB = (122.782, 117.001, 104.298)
@@ -112,7 +113,7 @@ class DlibResNet(nn.Module):
         return model.eval()
 
 
-class DlibResNetTorchRecogniser:
+class DlibResNetTorchRecogniser(Recogniser):
     """dlib's ResNet descriptor, differentiable: dlib's 5 landmarks (fixed), the face chip
     re-done with grid_sample (face_chip.py), and the ported network.
 
@@ -147,12 +148,6 @@ class DlibResNetTorchRecogniser:
         x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None] / 255.0
         with torch.no_grad():
             return self.embed_tensor(x, self.landmarks(pixels, box)).numpy()
-
-    def score(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.linalg.norm(a - b))
-
-    def is_match(self, score: float) -> bool:
-        return score < self.threshold
 
 
 def load_converted(dat_path, cache_path) -> DlibResNet:

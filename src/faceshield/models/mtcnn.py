@@ -2,7 +2,7 @@
 
 detect() is facenet-pytorch's own cascade (P-Net -> R-Net -> O-Net, thresholds 0.6/0.7/0.7).
 It runs under no_grad and ends in numpy, so face_loss() rebuilds the part an attacker needs:
-the face probability of each stage, computed differentiably from the photo.
+the cascade's candidates and their R-Net/O-Net face logits, computed differentiably.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class MTCNNDetector(Detector):
         # The loss pushes each candidate below (threshold - margin) in logit space, so that
         # 8-bit rounding of the result cannot lift a face back over the threshold.
         self.margin, self.max_candidates = margin, max_candidates
+        self._pnet = _logits_twin(self.mtcnn.pnet, "softmax4_1")
+        self._rnet = _logits_twin(self.mtcnn.rnet, "softmax5_1")
+        self._onet = _logits_twin(self.mtcnn.onet, "softmax6_1")
         self.note = f"white-box; stage thresholds {self.thresholds}"
 
     def to(self, device) -> "MTCNNDetector":
@@ -73,8 +76,8 @@ class MTCNNDetector(Detector):
         still accept, how far R-Net and O-Net are above (threshold - margin). P-Net only
         proposes: it sees a face so coarsely that an 8/255 budget barely moves it, while one
         rejection by R-Net or O-Net is enough to drop a candidate. Zero once every candidate
-        is rejected with room to spare. (Measured on zidane.jpg: pushing each candidate's
-        weakest stage, P-Net included, left 1 of 4 faces after 200 steps; this, none after 42.)
+        is rejected with room to spare. (During development, pushing each candidate's weakest
+        stage, P-Net included, stalled on zidane.jpg's large faces; this hides all four.)
         """
         img = x * 255.0
         tau = [float(np.log(t / (1 - t))) - self.margin for t in self.thresholds]
@@ -151,31 +154,14 @@ class MTCNNDetector(Detector):
         out = net((torch.cat(patches) - 127.5) * 0.0078125)
         return out[-1][:, 1] - out[-1][:, 0], out[0]
 
-    @property
-    def _pnet(self):
-        return self._logit_nets()[0]
 
-    @property
-    def _rnet(self):
-        return self._logit_nets()[1]
-
-    @property
-    def _onet(self):
-        return self._logit_nets()[2]
-
-    def _logit_nets(self):
-        """P/R/O-Net sharing weights with MTCNN but ending in logits, not softmax: the
-        softmax saturates at 1.0 for confident faces and its gradient vanishes."""
-        if getattr(self, "_nets", None) is None or self._nets[0].conv1.weight.device != self.device:
-            nets = []
-            for net, attr in ((self.mtcnn.pnet, "softmax4_1"), (self.mtcnn.rnet, "softmax5_1"),
-                              (self.mtcnn.onet, "softmax6_1")):
-                twin = copy.copy(net)  # shallow: same parameters, own module dict
-                twin._modules = dict(net._modules)
-                twin._modules[attr] = torch.nn.Identity()
-                nets.append(twin)
-            self._nets = nets
-        return self._nets
+def _logits_twin(net: torch.nn.Module, softmax: str) -> torch.nn.Module:
+    """`net` sharing its parameters (so .to() moves both) but ending in logits, not softmax:
+    the softmax saturates at 1.0 for confident faces and its gradient vanishes."""
+    twin = copy.copy(net)  # shallow: same parameter dict, own child-module dict
+    twin._modules = dict(net._modules)
+    twin._modules[softmax] = torch.nn.Identity()
+    return twin
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:

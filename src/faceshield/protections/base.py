@@ -69,3 +69,8 @@ def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momen
         delta.copy_(torch.round(delta))
         delta.copy_((x0 + delta).clamp(0, 255) - x0)
     return grad_avg
+
+
+def to_uint8(x) -> np.ndarray:
+    """(1, 3, H, W) tensor in grey levels -> (H, W, 3) uint8, rounded and clipped."""
+    return x.detach()[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()

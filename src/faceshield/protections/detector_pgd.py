@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, momentum_step, merge_faces, region_mask
+from faceshield.protections.base import ProtectionResult, merge_faces, momentum_step, region_mask, to_uint8
 
 
 class DetectorPGD:
@@ -115,7 +115,7 @@ class DetectorPGD:
         bar.close()
         if not success and extra is None:
             success = self._hidden(detectors, x0, delta, m, mask)
-        out = _to_uint8(x0 + delta.detach() * m)
+        out = to_uint8(x0 + delta.detach() * m)
         info = {"steps": steps_done, "success": bool(success), "face_loss": history,
                 "targets": [d.name for d in detectors], "unavailable_targets": missing}
         if not success:
@@ -126,7 +126,7 @@ class DetectorPGD:
     @staticmethod
     def _hidden(detectors, x0, delta, m, mask) -> bool:
         """Do all white-box detectors miss every face on the 8-bit image?"""
-        pixels = _to_uint8(x0 + delta.detach() * m)
+        pixels = to_uint8(x0 + delta.detach() * m)
         for d in detectors:
             found = d.detect(pixels)
             for x1, y1, x2, y2 in found.boxes:
@@ -135,7 +135,3 @@ class DetectorPGD:
                 if mask[cy, cx] > 0:
                     return False
         return True
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()

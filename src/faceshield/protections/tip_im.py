@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, momentum_step, region_mask
+from faceshield.protections.base import ProtectionResult, momentum_step, region_mask, to_uint8
 
 FACE_FINDERS = ("mtcnn", "dlib-hog")
 
@@ -72,7 +72,7 @@ class TIPIM:
         settings.apply_threads()
         start = time.perf_counter()
         recs, missing = models.available(list(self.recognisers))
-        recs = [r for r in recs.values() if getattr(r, "differentiable", False)]
+        recs = [r for r in recs.values() if r.differentiable]
         if not recs:
             raise RuntimeError(f"no differentiable recogniser available among {self.recognisers}: {missing}")
         if faces is None:  # the first finder that sees a face: a union would add false positives
@@ -131,7 +131,7 @@ class TIPIM:
         bar.close()
         if not success:
             success = self._hidden(targets, x0, delta, m)
-        out = (x0 + delta.detach() * m)[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+        out = to_uint8(x0 + delta * m)
         notices = [] if success else [f"After {steps_done} steps an attacked recogniser still matches a face: "
                                       "raise the budget or the number of steps."]
         info = {"steps": steps_done, "success": bool(success), "identity_loss": history,
@@ -148,8 +148,8 @@ class TIPIM:
     def _hidden(targets, x0, delta, m) -> bool:
         """On the 8-bit image, with landmarks found again on it, is every face beyond every
         attacked recogniser's threshold?"""
-        x = ((x0 + delta.detach() * m).round().clamp(0, 255)) / 255.0
-        pixels = (x[0].permute(1, 2, 0) * 255).round().byte().numpy()
+        pixels = to_uint8(x0 + delta * m)
+        x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
         with torch.no_grad():
             return all(not rec.is_match(float((rec.embed_tensor(x, rec.landmarks(pixels, box)) - e0).norm()))
                        for rec, box, _, e0 in targets)
