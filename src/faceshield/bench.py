@@ -172,3 +172,98 @@ def format_table(results: dict) -> str:
                      f"{fooled}slowest photo "
                      f"{slowest['seconds']:.1f} s ({slowest['photo']}, {slowest['faces']} faces)")
     return "\n".join(lines) + "\n"
+
+
+def run_zoo_bench(dataset: Path, out_dir: Path = Path("bench_results/zoo"), repeats: int = 3) -> dict:
+    """The model zoo on clean photos: each recogniser's verification accuracy at its own
+    threshold and ROC AUC on pairs.csv; each detector's recall and AP on the annotated photos;
+    every model's forward and forward+backward time on this machine."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    results = {"dataset": str(dataset), "recognisers": {}, "detectors": {}, "timing": {}}
+    with open(dataset / "pairs.csv", newline="") as f:
+        pairs = [(r["img_a"], r["img_b"], r["same"].strip() == "1") for r in csv.DictReader(f)]
+    photos = {p: load_image(dataset / p).pixels for a, b, _ in pairs for p in (a, b)}
+    boxes = {p: _largest_face(px) for p, px in tqdm(photos.items(), desc="faces", unit="photo")}
+    pairs = [(a, b, same) for a, b, same in pairs if boxes[a] is not None and boxes[b] is not None]
+    recs, missing = models.available(models.names(kind="recogniser"))
+    for key, rec in recs.items():
+        emb = {p: rec.embed(px, boxes[p]) for p, px in tqdm(photos.items(), desc=key, unit="photo")
+               if boxes[p] is not None}
+        scores = np.array([rec.score(emb[a], emb[b]) for a, b, _ in pairs])
+        same = np.array([s for *_, s in pairs])
+        predicted = np.array([rec.is_match(s) for s in scores])
+        similarity = -scores if rec.metric == "euclidean" else scores
+        results["recognisers"][key] = {"name": rec.name, "threshold": rec.threshold, "metric": rec.metric,
+                                       "pairs": len(pairs), "accuracy": float(np.mean(predicted == same)),
+                                       "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])),
+                                       "auc": float(roc_auc_score(same, similarity))}
+    dets, det_missing = models.available(models.names(kind="detector"))
+    annotated = [(p, t) for p, t in _photos(dataset, None) if t is not None]
+    for key, det in dets.items():
+        per_image, hits, n = [], 0, 0
+        for path, truth in tqdm(annotated, desc=key, unit="photo"):
+            found = det.detect(load_image(path).pixels)
+            scores, tp, h = match_detections(found.boxes, found.scores, truth)
+            per_image.append((scores, tp))
+            hits, n = hits + h, n + len(truth)
+        results["detectors"][key] = {"name": det.name, "faces": n, "recall": hits / n,
+                                     "ap": average_precision(per_image, n)}
+    results["timing"] = _zoo_timing({**recs, **dets}, repeats)
+    results["unavailable"] = {**missing, **det_missing}
+    return _report(results, format_zoo_table(results), out_dir)
+
+
+def _zoo_timing(loaded: dict, repeats: int) -> dict:
+    """Median seconds of forward and (white-box models) forward+backward on a shipped photo."""
+    import torch
+
+    from faceshield.examples import example_photos
+
+    pixels = load_image(example_photos()["zidane"]).pixels  # 1280 x 720, two faces
+    box = _largest_face(pixels)
+    x0 = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
+    region = torch.ones(pixels.shape[:2])
+
+    def median(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    timing = {}
+    for key, model in loaded.items():
+        is_det = models.REGISTRY[key].kind == "detector"
+        row = {"forward": median((lambda: model.detect(pixels)) if is_det else (lambda: model.embed(pixels, box)))}
+        if model.differentiable:
+            def backward():
+                x = x0.clone().requires_grad_(True)
+                if is_det:
+                    loss = model.face_loss(x, region)
+                else:
+                    loss = model.embed_tensor(x, model.landmarks(pixels, box)).sum()
+                loss.backward()
+            row["forward_backward"] = median(backward)
+        timing[key] = row
+    return timing
+
+
+def format_zoo_table(results: dict) -> str:
+    lines = ["| recogniser | metric, threshold | pairs | accuracy | TPR | TNR | ROC AUC |", "|---|---|---|---|---|---|---|"]
+    for key, r in results["recognisers"].items():
+        lines.append(f"| {key} | {r['metric']} {r['threshold']} | {r['pairs']} | {r['accuracy']:.1%} | "
+                     f"{r['tpr']:.1%} | {r['tnr']:.1%} | {r['auc']:.3f} |")
+    lines += ["", "| detector | faces | recall | AP |", "|---|---|---|---|"]
+    for key, d in results["detectors"].items():
+        lines.append(f"| {key} | {d['faces']} | {d['recall']:.1%} | {d['ap']:.3f} |")
+    lines += ["", "| model | forward s | forward+backward s |", "|---|---|---|"]
+    for key, t in results["timing"].items():
+        fb = f"{t['forward_backward']:.2f}" if "forward_backward" in t else "black-box"
+        lines.append(f"| {key} | {t['forward']:.2f} | {fb} |")
+    for key, reason in results.get("unavailable", {}).items():
+        lines.append(f"\n{key}: unavailable ({reason})")
+    return "\n".join(lines) + "\n"

@@ -68,8 +68,11 @@ def cmd_protect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from faceshield.bench import run_bench, run_identity_bench
+    from faceshield.bench import run_bench, run_identity_bench, run_zoo_bench
 
+    if args.zoo:
+        run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
+        return 0
     if args.pairs:
         run_identity_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps,
                            strength=args.strength, out_dir=Path(args.out) / "identity", limit=args.limit)
@@ -120,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also photos without boxes.json ground truth (judged against clean detections)")
     b.add_argument("--pairs", action="store_true",
                    help="identity benchmark: protection success rate on pairs.csv's same-person pairs")
+    b.add_argument("--zoo", action="store_true",
+                   help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)")
     b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="list the model registry and what is available here")

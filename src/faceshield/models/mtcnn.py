@@ -86,12 +86,13 @@ class MTCNNDetector(Detector):
             if len(boxes):  # keep the candidates that R-Net and O-Net both still accept
                 m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
                 boxes, reg_r = boxes[m_r > tau[1]], reg_r[m_r > tau[1]]
-                m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r), 48)
-                alive = (m_o > tau[2]).nonzero()[:, 0]
-                # The most confident few per step: each crop's backward pass costs a full-size
-                # gradient, and the rest are taken in later steps.
-                alive = alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates]]
-                boxes = boxes[alive]
+                if len(boxes):
+                    m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r), 48)
+                    alive = (m_o > tau[2]).nonzero()[:, 0]
+                    # The most confident few per step: each crop's backward pass costs a
+                    # full-size gradient, and the rest are taken in later steps.
+                    alive = alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates]]
+                    boxes = boxes[alive]
         if len(boxes) == 0:
             return img.sum() * 0.0
         m_r, reg_r = self._judge(self._rnet, img, boxes, 24)

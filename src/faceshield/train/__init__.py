@@ -1,0 +1,1 @@
+"""Trainers for FaceShield's own networks: `python -m faceshield.train <model> ...`."""

@@ -1,0 +1,62 @@
+"""Training photos and their augmentation, shared by every trainer.
+
+Photos come from a folder laid out like ../shared/data/faces (identities/<person>/*.jpg,
+detection/*.jpg with detection/boxes.json). The annotated detection photos are held out:
+they are what the bench judges. Augmentation is torchvision's transforms.v2 (random
+resized crops, flips, colour jitter, JPEG re-compression), not hand-written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceshield.images import load_image
+
+
+def held_out(root: Path) -> set[str]:
+    """Names of the annotated detection photos (the evaluation set)."""
+    boxes = root / "detection" / "boxes.json"
+    return set(json.loads(boxes.read_text())) if boxes.is_file() else set()
+
+
+def training_photos(root: Path) -> list[Path]:
+    """Every photo under `root` except the held-out evaluation photos, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no training data at {root}")
+    skip = held_out(root)
+    photos = sorted(p for p in root.rglob("*.jpg") if p.name not in skip)
+    if not photos:
+        raise FileNotFoundError(f"no .jpg photos under {root}")
+    return photos
+
+
+def load_tensors(paths: list[Path]) -> list[torch.Tensor]:
+    """(3, H, W) uint8 tensors, read through the app's own loader (EXIF, colour modes)."""
+    return [torch.from_numpy(np.ascontiguousarray(load_image(p).pixels)).permute(2, 0, 1) for p in paths]
+
+
+def augmenter(size: int, jpeg: bool = True):
+    """A random view of a photo: crop (15-100% of its area) resized to size x size, flip,
+    colour jitter and, half the time, JPEG re-compression. uint8 (3, H, W) in and out."""
+    from torchvision.transforms import v2
+
+    steps = [
+        v2.RandomResizedCrop(size, scale=(0.15, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+    ]
+    if jpeg:
+        steps.append(v2.RandomApply([v2.JPEG((40, 95))], p=0.5))
+    return v2.Compose(steps)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,129 @@
+"""The FaceNet and SFace ports equal their originals: the Keras FaceNet (reference outputs
+made once by scripts/reference_outputs.py, in tests/data) and the int8 SFace ONNX run by
+onnxruntime."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceshield import models
+from faceshield.models.alignment import align
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def facenet():
+    return models.load("facenet")
+
+
+@pytest.fixture(scope="module")
+def sface():
+    return models.load("sface")
+
+
+@pytest.fixture(scope="module")
+def sface_native():
+    return models.load("sface-onnx")
+
+
+def _faces(photos):
+    mtcnn = models.load("mtcnn")
+    for name in ("astronaut", "bus", "zidane"):
+        for box in mtcnn.detect(photos[name]).boxes:
+            yield name, photos[name], box
+
+
+def test_facenet_equals_keras_reference(facenet):
+    ref = np.load(DATA / "facenet_keras_reference.npz")
+    chips = torch.from_numpy(ref["chips"].astype(np.float32)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        got = facenet.net(chips).numpy()
+    assert got.shape == ref["embeddings"].shape == (len(chips), 128)
+    assert np.abs(got - ref["embeddings"]).max() <= 1e-4
+
+
+def test_facenet_separates_people(photos, facenet):
+    """Two people in zidane.jpg are farther apart than a face and its mirror image."""
+    pixels = photos["zidane"]
+    boxes = models.load("mtcnn").detect(pixels).boxes
+    a, b = (facenet.embed(pixels, box) for box in boxes[:2])
+    mirrored = pixels[:, ::-1].copy()
+    w = pixels.shape[1]
+    box = boxes[0]
+    a_mirror = facenet.embed(mirrored, np.array([w - box[2], box[1], w - box[0], box[3]]))
+    assert facenet.is_match(facenet.score(a, a_mirror))
+    assert not facenet.is_match(facenet.score(a, b))
+
+
+def test_sface_dequantisation_matches_onnx_reference():
+    """Blocked DequantizeLinear in numpy == onnx's reference implementation of the operator."""
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    from faceshield.models.sface import dequantize_blocks
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(-128, 128, (6, 150), dtype=np.int8)
+    scale = rng.uniform(0.001, 0.1, (6, 3)).astype(np.float32)
+    zero = rng.integers(-5, 5, (6, 3), dtype=np.int8)
+    node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1, block_size=64)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in
+                                            (("q", TensorProto.INT8), ("s", TensorProto.FLOAT), ("z", TensorProto.INT8))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    (expected,) = ReferenceEvaluator(model).run(None, {"q": q, "s": scale, "z": zero})
+    np.testing.assert_allclose(dequantize_blocks(q, scale, zero, axis=1, block_size=64), expected, rtol=0, atol=1e-7)
+
+
+def test_sface_network_equals_onnxruntime_on_the_same_chips(photos, sface, sface_native):
+    for name, pixels, box in _faces(photos):
+        chip = sface_native.chip(pixels, box)
+        expected = sface_native.embed_chip(chip)
+        with torch.no_grad():
+            got = sface.net(torch.from_numpy(chip.astype(np.float32)).permute(2, 0, 1)[None])[0].numpy()
+        assert np.abs(got - expected).max() <= 1e-4, name
+
+
+def test_sface_through_differentiable_alignment(photos, sface, sface_native):
+    """The whole pipeline (grid_sample alignment) vs onnxruntime on cv2.warpAffine crops.
+
+    The crops differ only where OpenCV's fixed-point interpolation rounds a pixel the other
+    way (mean 0.01 grey levels), which moves single feature values by up to ~4e-3."""
+    for name, pixels, box in _faces(photos):
+        a, b = sface_native.embed(pixels, box), sface.embed(pixels, box)
+        assert float(a @ b) >= 0.999, name
+        assert np.abs(a - b).max() <= 6e-3, name
+
+
+@pytest.mark.parametrize("key", ["facenet", "sface"])
+def test_gradient_reaches_the_photo_only_near_the_face(photos, key):
+    rec = models.load(key)
+    pixels = photos["astronaut"]
+    box = models.load("mtcnn").detect(pixels).boxes[0]
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
+    rec.embed_tensor(x, rec.landmarks(pixels, box)).sum().backward()
+    grad = x.grad[0].abs().sum(0).numpy()
+    assert grad.sum() > 0
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    inside = grad[int(max(0, y1 - h)):int(y2 + h), int(max(0, x1 - w)):int(x2 + w)].sum()
+    assert inside / grad.sum() > 0.999  # the crop never reaches far outside the face
+
+
+def test_alignment_matches_cv2_warp_affine(photos):
+    import cv2
+
+    from faceshield.models.alignment import FivePoints, similarity, template
+
+    pixels = photos["bus"]
+    box = models.load("mtcnn").detect(pixels).boxes[0]
+    points = FivePoints()(pixels, box)
+    expected = cv2.warpAffine(pixels, similarity(points, template(112))[:2], (112, 112), flags=cv2.INTER_LINEAR)
+    got = align(torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None], points, 112)
+    diff = np.abs(got[0].permute(1, 2, 0).numpy() - expected)
+    # OpenCV rounds coordinates and weights in fixed point: a few pixels near strong edges
+    # come out one or more grey levels apart, nothing else does
+    assert diff.mean() < 0.05 and np.mean(diff > 1) < 0.005
