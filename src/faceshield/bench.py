@@ -16,10 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from faceshield import models
+from faceshield.models import Detections
 from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
 from faceshield.images import load_image
 from faceshield.metrics import average_precision, image_quality, match_detections
-from faceshield.protections import METHODS, build
+from faceshield.protections import build
 
 
 def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | None]]:
@@ -31,14 +32,29 @@ def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | N
     return photos[:limit] if limit else photos
 
 
-def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | None = None, strength: float | None = None,
-              out_dir: Path = Path("bench_results"), slow: bool = False, limit: int | None = None,
-              annotated_only: bool = True) -> dict:
+def _label(method: str, options: dict) -> str:
+    """The method's row name: its key, plus what differs from its defaults."""
+    extra = [f"attacks {'+'.join(options['attack'])}"] if options.get("attack") else []
+    extra += [options["mode"]] if options.get("mode") else []
+    extra += ["robust"] if options.get("robust") else []
+    return f"{method} [{', '.join(extra)}]" if extra else method
+
+
+def _build(method: str, options: dict):
+    """The protection, and the registry keys it attacks white-box."""
+    protection = build(method, **options)
+    return protection, tuple(getattr(protection, "attack", ()))
+
+
+def run_bench(dataset: Path, methods: list[str], options: dict | None = None, out_dir: Path = Path("bench_results"),
+              slow: bool = False, limit: int | None = None, annotated_only: bool = True) -> dict:
+    """Detection benchmark: each method on the detection photos, judged by every detector."""
+    options = {"eps": 8, **(options or {})}
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow else [])
     photos = [p for p in _photos(dataset, limit) if p[1] is not None or not annotated_only]
-    results = {"dataset": str(dataset), "eps": eps, "photos": [p.name for p, _ in photos], "methods": {}}
+    results = {"dataset": str(dataset), "eps": options["eps"], "photos": [p.name for p, _ in photos], "methods": {}}
     for method in methods:
-        protection = build(method, eps=eps, steps=steps, strength=strength)
+        protection, attacked = _build(method, options)
         per_det = {k: {"before": [], "after": [], "n_truth": 0, "hit_before": 0, "hit_after": 0} for k in detector_keys}
         rows, match_flags = [], []
         for path, truth in tqdm(photos, desc=f"bench {method}", unit="photo"):
@@ -71,13 +87,13 @@ def run_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | No
             if d["n_truth"] == 0:
                 continue
             summary["detectors"][key] = {
-                "faces": d["n_truth"],
+                "faces": d["n_truth"], "white_box": models.white_box(key, attacked),
                 "recall_before": d["hit_before"] / d["n_truth"],
                 "recall_after": d["hit_after"] / d["n_truth"],
                 "ap_before": average_precision(d["before"], d["n_truth"]),
                 "ap_after": average_precision(d["after"], d["n_truth"]),
             }
-        results["methods"][method] = {"summary": summary, "photos": rows}
+        results["methods"][_label(method, options)] = {"summary": summary, "photos": rows}
     return _report(results, format_table(results), out_dir)
 
 
@@ -90,63 +106,95 @@ def _report(results: dict, table: str, out_dir: Path) -> dict:
     return results
 
 
-def _largest_face(pixels: np.ndarray):
-    for key in ("mtcnn", "dlib-hog"):
-        found = models.load(key).detect(pixels)
-        if len(found):
-            return found.boxes[int(np.argmax(np.prod(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)))]
-    return None
+def _degradations(pixels: np.ndarray, box: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What a platform may do to an uploaded photo: {name: (pixels, box in them)}."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=75)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"))
+    h, w = pixels.shape[:2]
+    half = cv2.resize(pixels, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return {"jpeg75": (jpeg, box), "resize0.5": (half, box * np.array([w // 2 / w, h // 2 / h] * 2))}
 
 
-def run_identity_bench(dataset: Path, methods: list[str], eps: float = 8, steps: int | None = None,
-                       strength: float | None = None, out_dir: Path = Path("bench_results/identity"),
-                       limit: int | None = None) -> dict:
+def run_identity_bench(dataset: Path, methods: list[str], options: dict | None = None,
+                       out_dir: Path = Path("bench_results/identity"), limit: int | None = None) -> dict:
     """Protection success rate on same-person pairs (pairs.csv): protect img_a, compare its
-    face with the clean img_b's at each recogniser's own threshold."""
+    face with the clean img_b's at each recogniser's own threshold; also after JPEG q75 and a
+    0.5x resize of the protected photo; and, for targeted protection, how often the
+    protected face matches the target identity it was steered to."""
     import csv
 
+    options = {"eps": 8, **(options or {})}
     with open(dataset / "pairs.csv", newline="") as f:
         pairs = [(r["img_a"], r["img_b"]) for r in csv.DictReader(f) if r["same"].strip() == "1"]
     pairs = pairs[:limit] if limit else pairs
-    rec_keys = DEFAULT_RECOGNISERS
-    recs = {k: models.load(k) for k in rec_keys}
+    recs, _ = models.available(DEFAULT_RECOGNISERS)
     photos = {p: load_image(dataset / p).pixels for pair in pairs for p in pair}
-    boxes = {p: _largest_face(px) for p, px in photos.items()}
+    boxes = {p: models.largest_face(px) for p, px in photos.items()}
     pairs = [(a, b) for a, b in pairs if boxes[a] is not None and boxes[b] is not None]
     clean_emb = {(k, p): r.embed(photos[p], boxes[p]) for k, r in recs.items() for p in photos if boxes[p] is not None}
-    results = {"dataset": str(dataset), "eps": eps, "pairs": len(pairs), "methods": {}}
+    results = {"dataset": str(dataset), "eps": options["eps"], "pairs": len(pairs), "methods": {}}
     for method in methods:
-        protection = build(method, eps=eps, steps=steps, strength=strength)
-        protected, rows = {}, []
+        protection, attacked = _build(method, options)
+        protected, rows, used = {}, [], {}
         for a in tqdm(sorted({a for a, _ in pairs}), desc=f"identity {method}", unit="photo"):
             t = time.perf_counter()
-            result = protection(photos[a])
+            result = protection(photos[a], faces=Detections(boxes[a][None], np.ones(1, np.float32)))
             protected[a] = result.pixels
-            rows.append({"photo": a, "seconds": time.perf_counter() - t, **image_quality(photos[a], result.pixels)})
+            used[a] = (result.info.get("targets_used") or [[]])[0]
+            rows.append({"photo": a, "seconds": time.perf_counter() - t, "success": result.info.get("success"),
+                         **image_quality(photos[a], result.pixels)})
+        degraded = {a: _degradations(protected[a], boxes[a]) for a in protected}
+        target_emb = _target_embeddings(recs) if any(used.values()) else {}
         per_rec = {}
         for k, r in recs.items():
-            clean = [r.is_match(r.score(clean_emb[k, a], clean_emb[k, b])) for a, b in pairs]
-            after = [r.is_match(r.score(r.embed(protected[a], boxes[a]), clean_emb[k, b])) for a, b in pairs]
-            per_rec[k] = {"match_clean": float(np.mean(clean)), "match_protected": float(np.mean(after)),
-                          "psr": 1.0 - float(np.mean(after)),
-                          "white_box": k in getattr(METHODS[method], "attacks", ())}
-        results["methods"][method] = {"recognisers": per_rec, "photos": rows,
-                                      "psnr": float(np.mean([r["psnr"] for r in rows])),
-                                      "ssim": float(np.mean([r["ssim"] for r in rows])),
-                                      "seconds_per_photo": float(np.mean([r["seconds"] for r in rows]))}
+            def psr(view) -> float:
+                return 1.0 - float(np.mean([r.is_match(r.score(r.embed(*view(a)), clean_emb[k, b])) for a, b in pairs]))
+            row = {"match_clean": float(np.mean([r.is_match(r.score(clean_emb[k, a], clean_emb[k, b])) for a, b in pairs])),
+                   "psr": psr(lambda a: (protected[a], boxes[a])),
+                   "psr_jpeg75": psr(lambda a: degraded[a]["jpeg75"]),
+                   "psr_resize0.5": psr(lambda a: degraded[a]["resize0.5"]),
+                   "white_box": models.white_box(k, attacked)}
+            row["match_protected"] = 1.0 - row["psr"]
+            if target_emb:  # share of protected faces that match one of their chosen targets
+                row["target_match"] = float(np.mean([
+                    any(r.is_match(r.score(r.embed(protected[a], boxes[a]), target_emb[k][t])) for t in used[a])
+                    for a in protected]))
+            per_rec[k] = row
+        results["methods"][_label(method, options)] = {
+            "recognisers": per_rec, "photos": rows, "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "ssim": float(np.mean([r["ssim"] for r in rows])),
+            "seconds_per_photo": float(np.mean([r["seconds"] for r in rows]))}
     return _report(results, format_identity_table(results), out_dir)
+
+
+def _target_embeddings(recs: dict) -> dict[str, list[np.ndarray]]:
+    """{recogniser key: [embedding of each built-in target identity]} (None when no face)."""
+    from faceshield.protections.tip_im import builtin_target_photos
+
+    targets = builtin_target_photos()
+    faces = [models.largest_face(t) for t in targets]
+    return {k: [r.embed(t, box) if box is not None else None for t, box in zip(targets, faces)] for k, r in recs.items()}
 
 
 def format_identity_table(results: dict) -> str:
     lines = [f"{results['pairs']} same-person pairs; protected img_a vs clean img_b; "
-             f"L-inf budget {results['eps']:g}/255 for the adversarial methods", "",
-             "| method | recogniser | match clean | match protected | PSR | PSNR dB | SSIM | s/photo |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"L-inf budget {results['eps']:g}/255 for the adversarial methods; PSR = protection success rate "
+             "(pairs no longer matched); after JPEG q75 / a 0.5x resize of the protected photo", "",
+             "| method | recogniser | match clean | PSR | PSR JPEG75 | PSR 0.5x | target match | PSNR dB | SSIM | s/photo |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, res in results["methods"].items():
         for key, r in res["recognisers"].items():
             tag = " (white-box)" if r["white_box"] else ""
-            lines.append(f"| {method} | {key}{tag} | {r['match_clean']:.1%} | {r['match_protected']:.1%} | {r['psr']:.1%} "
-                         f"| {res['psnr']:.1f} | {res['ssim']:.3f} | {res['seconds_per_photo']:.1f} |")
+            target = f"{r['target_match']:.1%}" if "target_match" in r else "-"
+            lines.append(f"| {method} | {key}{tag} | {r['match_clean']:.1%} | {r['psr']:.1%} | {r['psr_jpeg75']:.1%} "
+                         f"| {r['psr_resize0.5']:.1%} | {target} | {res['psnr']:.1f} | {res['ssim']:.3f} "
+                         f"| {res['seconds_per_photo']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +205,7 @@ def format_table(results: dict) -> str:
     for method, res in results["methods"].items():
         s = res["summary"]
         for key, d in s["detectors"].items():
-            attacked = " (white-box)" if key in getattr(METHODS[method], "attacks", ()) else ""
+            attacked = " (white-box)" if d.get("white_box") else ""
             lines.append(f"| {method} | {key}{attacked} | {d['faces']} | {d['recall_before']:.1%} | {d['recall_after']:.1%} "
                          f"| {d['ap_before']:.3f} | {d['ap_after']:.3f} | {s['psnr']:.1f} | {s['ssim']:.3f} | {s['seconds_per_photo']:.1f} |")
     lines.append("")
@@ -186,7 +234,7 @@ def run_zoo_bench(dataset: Path, out_dir: Path = Path("bench_results/zoo"), repe
     with open(dataset / "pairs.csv", newline="") as f:
         pairs = [(r["img_a"], r["img_b"], r["same"].strip() == "1") for r in csv.DictReader(f)]
     photos = {p: load_image(dataset / p).pixels for a, b, _ in pairs for p in (a, b)}
-    boxes = {p: _largest_face(px) for p, px in tqdm(photos.items(), desc="faces", unit="photo")}
+    boxes = {p: models.largest_face(px) for p, px in tqdm(photos.items(), desc="faces", unit="photo")}
     pairs = [(a, b, same) for a, b, same in pairs if boxes[a] is not None and boxes[b] is not None]
     recs, missing = models.available(models.names(kind="recogniser"))
     for key, rec in recs.items():
@@ -223,7 +271,7 @@ def _zoo_timing(loaded: dict, repeats: int) -> dict:
     from faceshield.examples import example_photos
 
     pixels = load_image(example_photos()["zidane"]).pixels  # 1280 x 720, two faces
-    box = _largest_face(pixels)
+    box = models.largest_face(pixels)
     x0 = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
     region = torch.ones(pixels.shape[:2])
 

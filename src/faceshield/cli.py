@@ -27,11 +27,33 @@ def _inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def add_protection_options(p) -> None:
+    """The knobs every protection command shares (protect and bench)."""
+    p.add_argument("--eps", type=float, default=8, help="L-inf budget in grey levels out of 255 (default 8)")
+    p.add_argument("--steps", type=int, help="iterations for iterative methods")
+    p.add_argument("--strength", type=float,
+                   help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level")
+    p.add_argument("--attack", nargs="+", metavar="MODEL",
+                   help="white-box models to attack (default: each method's own), e.g. --attack facenet sface")
+    p.add_argument("--mode", choices=["dodging", "targeted"], help="tip-im: just do not match, or match a target")
+    p.add_argument("--target", nargs="+", metavar="PHOTO",
+                   help="tip-im targeted: photos of target identities (default: built-in faces)")
+    p.add_argument("--robust", action="store_true",
+                   help="tip-im: expectation over JPEG and down-scaling, to survive re-compression")
+
+
 def protect_options(args) -> dict:
     """CLI arguments -> protection keyword options (only those given)."""
-    options = {"eps": args.eps, "steps": args.steps, "strength": args.strength}
-    if args.whole_image:
+    from faceshield.images import load_image
+
+    options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
+               "attack": tuple(args.attack) if args.attack else None}
+    if getattr(args, "whole_image", False):
         options["whole_image"] = True
+    if args.robust:
+        options["robust"] = True
+    if args.target:
+        options["targets"] = [load_image(p).pixels for p in args.target]
     return options
 
 
@@ -74,11 +96,11 @@ def cmd_bench(args) -> int:
         run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
         return 0
     if args.pairs:
-        run_identity_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps,
-                           strength=args.strength, out_dir=Path(args.out) / "identity", limit=args.limit)
+        run_identity_bench(Path(args.dataset), args.methods, protect_options(args),
+                           out_dir=Path(args.out) / "identity", limit=args.limit)
         return 0
-    run_bench(Path(args.dataset), methods=args.methods, eps=args.eps, steps=args.steps, strength=args.strength,
-              out_dir=Path(args.out), slow=args.slow, limit=args.limit, annotated_only=not args.all_photos)
+    run_bench(Path(args.dataset), args.methods, protect_options(args), out_dir=Path(args.out), slow=args.slow,
+              limit=args.limit, annotated_only=not args.all_photos)
     return 0
 
 
@@ -103,19 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same names)")
     p.add_argument("--method", default="detector-pgd", choices=sorted(METHODS))
-    p.add_argument("--eps", type=float, default=8, help="L-inf budget in grey levels out of 255 (default 8)")
-    p.add_argument("--steps", type=int, help="iterations for iterative methods")
-    p.add_argument("--strength", type=float,
-                   help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level")
+    add_protection_options(p)
     p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
     p.set_defaults(func=cmd_protect)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
     b.add_argument("dataset")
     b.add_argument("--methods", nargs="+", default=["detector-pgd"], choices=sorted(METHODS))
-    b.add_argument("--eps", type=float, default=8)
-    b.add_argument("--steps", type=int)
-    b.add_argument("--strength", type=float, help="obfuscation strength (see protect --help)")
+    add_protection_options(b)
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
     b.add_argument("--limit", type=int, help="only the first N photos or pairs (quick look)")

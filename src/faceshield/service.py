@@ -42,13 +42,16 @@ RECOGNISER_COLUMNS = ["recogniser", "face", "original vs protected", "same perso
 
 def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: int | None = None,
                   whole_image: bool = False, slow_judges: bool = False, reference=None,
-                  strength: float | None = None) -> PageResult:
+                  strength: float | None = None, mode: str | None = None, robust: bool = False,
+                  targets: list | None = None) -> PageResult:
     """Load `source` (path/bytes/array), protect it, judge it, and save the download PNG.
+    `targets`: photos (paths/arrays) of target identities for targeted identity masks.
     Raises faceshield.images.ImageError for unusable input."""
     loaded = load_image(source)
     ref_pixels = load_image(reference).pixels if reference is not None else None
+    target_pixels = [load_image(t).pixels for t in targets] if targets else None
     protection = build(method, eps=eps, steps=int(steps) if steps else None, whole_image=whole_image,
-                       strength=strength)
+                       strength=strength, mode=mode, robust=robust or None, targets=target_pixels)
     result = protection(loaded.pixels)
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
     # Identities are compared on the faces the protection worked on (when it found any): the
@@ -89,8 +92,11 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
         f"**{len(result.faces)} face(s) protected** with `{method}`"
         + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps") else f" at strength {protection.strength:g}")
         + f" in **{result.seconds:.1f} s**"
-        + (f" ({result.info.get('steps')} steps against {', '.join(result.info.get('targets', []))}: "
+        + (f" ({result.info.get('steps')} steps against {', '.join(result.info.get('attacked', []))}: "
            f"{'goal reached' if status else 'goal NOT reached'} on the 8-bit image)." if 'steps' in result.info else "."),
+    ] + ([f"Targeted: each face was steered towards target identity "
+          f"{', '.join('#' + str(t + 1) for t in sorted({t for face in result.info['targets_used'] for t in face}))} "
+          "of the target photos."] if result.info.get("targets_used") else []) + [
         f"Image quality: PSNR **{q['psnr']:.1f} dB**, SSIM **{q['ssim']:.4f}**, max change **{q['linf']}** grey levels. "
         f"Judged on the downloadable 8-bit PNG in {ev.seconds:.1f} s.",
     ] + [f"- {n}" for n in notices])

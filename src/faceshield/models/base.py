@@ -69,3 +69,30 @@ class Recogniser:
 
     def is_match(self, score: float) -> bool:
         return score < self.threshold if self.metric == "euclidean" else score > self.threshold
+
+    def score_tensor(self, a, b):
+        """score() on torch embeddings, differentiable."""
+        import torch.nn.functional as F
+
+        if self.metric == "euclidean":
+            return (a - b).norm()
+        return F.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1))[0]
+
+    def dodge_loss(self, a, b, margin: float = 0.0):
+        """Zero once embeddings a and b are `margin` (a fraction of the threshold) beyond this
+        recogniser's match threshold, growing linearly before: the one dodging objective."""
+        import torch.nn.functional as F
+
+        s = self.score_tensor(a, b)
+        if self.metric == "euclidean":
+            return F.relu(self.threshold * (1 + margin) - s)
+        return F.relu(s - self.threshold * (1 - margin))
+
+    def match_loss(self, a, b, margin: float = 0.0):
+        """Zero once a and b match with `margin` to spare: the impersonation objective."""
+        import torch.nn.functional as F
+
+        s = self.score_tensor(a, b)
+        if self.metric == "euclidean":
+            return F.relu(s - self.threshold * (1 - margin))
+        return F.relu(self.threshold * (1 + margin) - s)

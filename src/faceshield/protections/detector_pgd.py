@@ -30,7 +30,7 @@ class DetectorPGD:
         steps: maximum iterations (default 80).
         step_size: grey levels per step (default 1).
         momentum: MI-FGSM decay (default 1.0).
-        targets: registry keys of the differentiable detectors to attack (default: MTCNN).
+        attack: registry keys of the differentiable detectors to attack (default: MTCNN).
         distortion_weight: weight of the mean squared perturbation (in grey levels) in the loss.
         margin: how far around each face box (x its size) the perturbation may reach.
         check_every: test the real detectors on the 8-bit image every this many steps.
@@ -50,20 +50,20 @@ class DetectorPGD:
     attacks = ("mtcnn",)  # white-box targets by default (the bench marks them)
 
     def __init__(self, eps: float = 8, steps: int = 80, step_size: float = 1, momentum: float = 1.0,
-                 targets: tuple[str, ...] = attacks, distortion_weight: float = 0.0,
+                 attack: tuple[str, ...] = attacks, distortion_weight: float = 0.0,
                  margin: float = 0.25, check_every: int = 4, extra_steps: int = 2,
                  whole_image: bool = False):
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
-        self.targets, self.distortion_weight, self.margin = tuple(targets), distortion_weight, margin
+        self.attack, self.distortion_weight, self.margin = tuple(attack), distortion_weight, margin
         self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         settings.apply_threads()
         start = time.perf_counter()
-        detectors, missing = models.available(list(self.targets))
+        detectors, missing = models.available(list(self.attack))
         detectors = [d for d in detectors.values() if d.differentiable]
         if not detectors:
-            raise RuntimeError(f"no white-box detector available among {self.targets}: {missing}")
+            raise RuntimeError(f"no white-box detector available among {self.attack}: {missing}")
         device = settings.device()
         for d in detectors:
             if hasattr(d, "to"):
@@ -117,7 +117,7 @@ class DetectorPGD:
             success = self._hidden(detectors, x0, delta, m, mask)
         out = to_uint8(x0 + delta.detach() * m)
         info = {"steps": steps_done, "success": bool(success), "face_loss": history,
-                "targets": [d.name for d in detectors], "unavailable_targets": missing}
+                "attacked": [d.name for d in detectors], "unavailable_attacked": missing}
         if not success:
             notices.append(f"After {steps_done} steps a white-box detector still finds a face: "
                            "raise the budget or the number of steps.")

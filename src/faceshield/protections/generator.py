@@ -110,6 +110,7 @@ class GeneratorProtection:
 
     def __init__(self, eps: float = 8, weights_path: str | None = None):
         self.eps, self.weights_path = eps, weights_path
+        self.attack = self.attacks  # fixed by training
 
     def network(self) -> PerturbationGenerator:
         key = str(self.weights_path)
@@ -126,6 +127,6 @@ class GeneratorProtection:
         with torch.no_grad():
             delta = torch.round(net(x0 / 255.0) * self.eps)  # whole grey levels, |delta| <= eps
         out = (x0 + delta).clamp(0, 255)[0].permute(1, 2, 0).byte().cpu().numpy()
-        info = {"steps": 1, "eps": self.eps}
+        info = {"passes": 1, "eps": self.eps, "attacked": list(self.attacks)}
         return ProtectionResult(out, faces if faces is not None else Detections.empty(),
                                 time.perf_counter() - start, info)

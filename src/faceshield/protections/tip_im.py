@@ -1,18 +1,24 @@
 """Identity masks: TIP-IM (Yang et al., "Towards Face Encryption by Generating Adversarial
-Identity Masks", ICCV 2021), dodging mode.
+Identity Masks", ICCV 2021).
 
 Distance: L-inf <= eps grey levels, confined to the face regions found on the clean photo,
-computed at full resolution on the whole photo (the face chips are re-sampled from it
+computed at full resolution on the whole photo (the face crops are re-sampled from it
 differentiably, so no up-sampled crop is pasted back).
-Objective, per face and attacked recogniser: a hinge that is zero once the protected face's
-embedding is (threshold x (1 + margin)) away from the clean face's; plus `mmd_weight` times an
-MMD naturalness term between the protected and the clean face region's 4x4 patches (Gaussian
-kernel), TIP-IM's way of keeping the mask natural. Momentum iterations (MI-FGSM) with input
-diversity (random down-scaling of the photo, landmarks scaled with it), whole grey-level steps,
-success checked on the 8-bit image.
-
-Not yet here (see README): targeted mode with greedy insertion of target identities, and
-expectation over JPEG (kornia's differentiable JPEG is not a dependency yet).
+Objective, per face, summed over the attacked recognisers (each with its own metric and
+threshold, Recogniser.dodge_loss / match_loss):
+  dodging:  the protected face must be `margin` beyond the threshold from the clean face;
+  targeted: additionally it must match a target identity. Targets come from a candidate set
+            (uploaded photos, or the built-in faces of the photos shipped by installed
+            packages); TIP-IM's greedy insertion grows the active set S one identity at a
+            time, adding the candidate with the largest gain in the set objective
+            (a soft-min over S of the match losses) whenever the gain is worth it.
+Plus `mmd_weight` x an MMD naturalness term between the protected and the clean face
+region's 4x4 patches (Gaussian kernel), TIP-IM's way of keeping the mask natural.
+Optimiser: momentum iterations (MI-FGSM) in whole grey levels with input diversity (random
+down-scaling, landmarks scaled with it), landmark jitter, and with `robust` an expectation
+over transformations: stronger down-scaling (to 0.5x) and kornia's differentiable JPEG
+(quality 50-90) of the face region, so that the mask survives re-compression and resizing.
+Success is checked on the 8-bit image, landmarks found again on it.
 """
 
 from __future__ import annotations
@@ -28,22 +34,24 @@ from faceshield import models, settings
 from faceshield.models import Detections
 from faceshield.protections.base import ProtectionResult, momentum_step, region_mask, to_uint8
 
-FACE_FINDERS = ("mtcnn", "dlib-hog")
-
-
 class TIPIM:
-    """Hide identities from face recognisers (dodging).
+    """Hide identities from face recognisers: dodging, or steering towards target identities.
 
     Args:
         eps: L-inf budget in grey levels (default 8).
         steps: maximum iterations (default 60).
         step_size: grey levels per step (default 1).
         momentum: MI-FGSM decay (default 1.0).
-        recognisers: differentiable recognisers to attack (default: every one in the registry).
-        margin: required distance beyond each recogniser's threshold, as a fraction (default 0.25).
+        attack: differentiable recognisers to attack (default: every one in the registry).
+        mode: "dodging" (just do not match) or "targeted" (match a target identity).
+        targets: photos (H, W, 3) uint8, one target face each (the largest); default for
+            targeted mode: the faces in the example photos shipped by installed packages.
+        margin: how far beyond each recogniser's threshold to go, as a fraction (default 0.25).
         landmark_jitter: std of the landmark noise per step, x face size (default 0.015; 0: off).
         mmd_weight: weight of the MMD naturalness term (default 1.0; 0 switches it off).
         diversity: probability of a random down-scale per step (default 0.5; 0 switches it off).
+        robust: expectation over JPEG re-compression and down-scaling to 0.5x (slower).
+        insert_every: greedy insertion of a target identity is considered every this many steps.
         face_margin: how far around each face box (x its size) the mask may reach (default 0.1).
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
@@ -51,37 +59,35 @@ class TIPIM:
     Example:
         >>> result = TIPIM(eps=8)(pixels)
         >>> models.load("dlib-resnet").score(e_clean, e_protected)   # > 0.6: another person
+        >>> TIPIM(mode="targeted")(pixels).info["targets_used"]       # who the face now resembles
     """
 
     key = "tip-im"
     title = "Hide identity (TIP-IM mask)"
-    summary = "adversarial identity mask against differentiable recognisers, dodging (Yang et al.)"
+    summary = "adversarial identity mask against differentiable recognisers, dodging or targeted (Yang et al.)"
     attacks = tuple(models.names(kind="recogniser", differentiable=True))
 
     def __init__(self, eps: float = 8, steps: int = 60, step_size: float = 1, momentum: float = 1.0,
-                 recognisers: tuple[str, ...] = attacks, margin: float = 0.25, mmd_weight: float = 1.0,
-                 landmark_jitter: float = 0.015,
-                 diversity: float = 0.5, face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3,
-                 seed: int = 0):
+                 attack: tuple[str, ...] = attacks, mode: str = "dodging", targets: list | None = None,
+                 margin: float = 0.25, mmd_weight: float = 1.0, landmark_jitter: float = 0.015,
+                 diversity: float = 0.5, robust: bool = False, insert_every: int = 10,
+                 face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3, seed: int = 0):
+        if mode not in ("dodging", "targeted"):
+            raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
-        self.recognisers, self.margin, self.mmd_weight = tuple(recognisers), margin, mmd_weight
+        self.attack, self.mode, self.target_photos = tuple(attack), mode, targets
+        self.margin, self.mmd_weight, self.robust = margin, mmd_weight, robust
         self.diversity, self.face_margin, self.landmark_jitter = diversity, face_margin, landmark_jitter
-        self.check_every, self.extra_steps, self.seed = check_every, extra_steps, seed
+        self.insert_every, self.check_every, self.extra_steps, self.seed = insert_every, check_every, extra_steps, seed
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         settings.apply_threads()
         start = time.perf_counter()
-        recs, missing = models.available(list(self.recognisers))
+        recs, missing = models.available(list(self.attack))
         recs = [r for r in recs.values() if r.differentiable]
         if not recs:
-            raise RuntimeError(f"no differentiable recogniser available among {self.recognisers}: {missing}")
-        if faces is None:  # the first finder that sees a face: a union would add false positives
-            finders, _ = models.available(list(FACE_FINDERS))
-            faces = Detections.empty()
-            for finder in finders.values():
-                faces = finder.detect(pixels)
-                if len(faces):
-                    break
+            raise RuntimeError(f"no differentiable recogniser available among {self.attack}: {missing}")
+        faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
             return ProtectionResult(pixels.copy(), faces, time.perf_counter() - start, {"steps": 0, "success": True},
                                     ["No face found: there is no identity to hide; the photo was left unchanged."])
@@ -90,28 +96,32 @@ class TIPIM:
         mask = region_mask(pixels.shape[:2], faces.boxes, self.face_margin)
         m = torch.from_numpy(mask)[None, None]
         # clean landmarks and embeddings stay fixed: the attack moves the face away from them
-        targets = []
-        for rec in recs:
-            for box in faces.boxes:
-                lm = rec.landmarks(pixels, box)
-                with torch.no_grad():
-                    targets.append((rec, box, lm, rec.embed_tensor(x0 / 255.0, lm)))
+        clean = [[(rec, lm, _embed(rec, x0 / 255.0, lm)) for rec in recs
+                  for lm in [rec.landmarks(pixels, box)]] for box in faces.boxes]
+        notices = []
+        candidates, chosen, photo_index = [], [[] for _ in faces.boxes], []
+        if self.mode == "targeted":
+            candidates, photo_index = self._candidates(recs, clean)
+            if not candidates:
+                notices.append("No usable target identity (every candidate looks like a face in this photo): "
+                               "protected in dodging mode instead.")
         clean_patches = _patches(x0 / 255.0, mask)
         delta = torch.zeros_like(x0, requires_grad=True)
         grad_avg = torch.zeros_like(x0)
         history, success, extra, steps_done = [], False, None, 0
         bar = tqdm(range(self.steps), desc=self.key, leave=False)
         for step in bar:
-            x = (x0 + delta * m) / 255.0
-            scale = 1.0
-            if self.diversity and torch.rand((), generator=generator) < self.diversity:
-                scale = float(torch.empty(()).uniform_(0.8, 1.0, generator=generator))
-                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
-            # a recogniser finds landmarks on the protected photo, a little off the clean
-            # ones: the mask must work for any nearby alignment (expectation over jitter)
-            id_loss = sum(F.relu(rec.threshold * (1 + self.margin)
-                                 - (rec.embed_tensor(x, self._jitter(lm, box, generator) * scale) - e0).norm())
-                          for rec, box, lm, e0 in targets)
+            x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
+            id_loss = x.new_zeros(())
+            for i, face in enumerate(clean):
+                embs = [rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale) for rec, lm, _ in face]
+                id_loss = id_loss + sum(rec.dodge_loss(e, e0, self.margin) for (rec, _, e0), e in zip(face, embs))
+                if candidates:
+                    losses = torch.stack([sum(rec.match_loss(e, t[j], self.margin) for j, ((rec, _, _), e)
+                                              in enumerate(zip(face, embs))) for t in candidates])
+                    if step % self.insert_every == 0:
+                        _greedy_insert(chosen[i], losses.detach())
+                    id_loss = id_loss + _softmin(losses[chosen[i]])
             loss = id_loss
             if self.mmd_weight:
                 loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, mask), clean_patches)
@@ -119,7 +129,7 @@ class TIPIM:
             history.append(float(id_loss.detach()))
             bar.set_postfix(identity_loss=f"{history[-1]:.3f}")
             if extra is None and step % self.check_every == self.check_every - 1:
-                if self._hidden(targets, x0, delta, m):
+                if self._succeeded(clean, candidates, chosen, faces, x0, delta, m):
                     extra = self.extra_steps
             if extra is not None:
                 if extra == 0:
@@ -130,29 +140,127 @@ class TIPIM:
             grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
         bar.close()
         if not success:
-            success = self._hidden(targets, x0, delta, m)
+            success = self._succeeded(clean, candidates, chosen, faces, x0, delta, m)
         out = to_uint8(x0 + delta * m)
-        notices = [] if success else [f"After {steps_done} steps an attacked recogniser still matches a face: "
-                                      "raise the budget or the number of steps."]
-        info = {"steps": steps_done, "success": bool(success), "identity_loss": history,
-                "targets": [r.name for r in recs], "unavailable_targets": missing}
+        if not success:
+            goal = "matches its target" if candidates else "still matches a face"
+            notices.append(f"After {steps_done} steps not every attacked recogniser is fooled ({goal} condition): "
+                           "raise the budget or the number of steps.")
+        info = {"steps": steps_done, "success": bool(success), "identity_loss": history, "mode": self.mode,
+                "attacked": [r.name for r in recs], "unavailable_attacked": missing, "robust": self.robust,
+                # per face: indices into the target photos (targets, or builtin_target_photos())
+                "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else []}
         return ProtectionResult(out, faces, time.perf_counter() - start, info, notices)
 
+    def _candidates(self, recs, clean) -> tuple[list[list[torch.Tensor]], list[int]]:
+        """Target embeddings [candidate][recogniser] and each one's index among the target
+        photos, leaving out identities that already match a face of this photo at any
+        attacked recogniser (they may be the same person)."""
+        photos = self.target_photos if self.target_photos is not None else builtin_target_photos()
+        candidates, index = [], []
+        for k, target in enumerate(photos):
+            box = models.largest_face(target)
+            if box is None:
+                continue
+            xt = torch.from_numpy(np.array(target, np.float32)).permute(2, 0, 1)[None] / 255.0
+            embs = [_embed(rec, xt, rec.landmarks(target, box)) for rec in recs]
+            same = any(rec.is_match(float(rec.score_tensor(e, e0)))
+                       for face in clean for (rec, _, e0), e in zip(face, embs))
+            if not same:
+                candidates.append(embs)
+                index.append(k)
+        return candidates, index
+
+    def _transform(self, x: torch.Tensor, mask: np.ndarray, generator: torch.Generator):
+        """Input diversity and, with `robust`, JPEG of the face region: (x', landmark scale)."""
+        if self.robust and torch.rand((), generator=generator) < 0.5:
+            x = _jpeg_region(x, mask, float(torch.empty(()).uniform_(50, 90, generator=generator)))
+        scale = 1.0
+        if self.diversity and torch.rand((), generator=generator) < self.diversity:
+            low = 0.5 if self.robust else 0.8
+            scale = float(torch.empty(()).uniform_(low, 1.0, generator=generator))
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+        return x, scale
+
     def _jitter(self, lm: np.ndarray, box: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        # a recogniser finds landmarks on the protected photo a little off the clean ones:
+        # the mask must work for any nearby alignment (expectation over jitter)
         if not self.landmark_jitter:
             return lm
         size = float(max(box[2] - box[0], box[3] - box[1]))
         return lm + torch.randn(lm.shape, generator=generator, dtype=torch.float64).numpy() * self.landmark_jitter * size
 
     @staticmethod
-    def _hidden(targets, x0, delta, m) -> bool:
-        """On the 8-bit image, with landmarks found again on it, is every face beyond every
-        attacked recogniser's threshold?"""
+    def _succeeded(clean, candidates, chosen, faces, x0, delta, m) -> bool:
+        """On the 8-bit image, with landmarks found again on it: is every face beyond every
+        attacked recogniser's threshold from itself and (targeted) matched to its best target?"""
         pixels = to_uint8(x0 + delta * m)
         x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
         with torch.no_grad():
-            return all(not rec.is_match(float((rec.embed_tensor(x, rec.landmarks(pixels, box)) - e0).norm()))
-                       for rec, box, _, e0 in targets)
+            for i, face in enumerate(clean):
+                embs = [rec.embed_tensor(x, rec.landmarks(pixels, faces.boxes[i])) for rec, _, _ in face]
+                if any(rec.is_match(float(rec.score_tensor(e, e0))) for (rec, _, e0), e in zip(face, embs)):
+                    return False
+                if candidates and chosen[i] and not any(
+                        all(rec.is_match(float(rec.score_tensor(e, candidates[c][j])))
+                            for j, ((rec, _, _), e) in enumerate(zip(face, embs))) for c in chosen[i]):
+                    return False
+        return True
+
+
+def builtin_target_photos() -> list[np.ndarray]:
+    """The built-in target identities: the faces in the photos that installed packages ship
+    (scikit-image's astronaut, ultralytics' bus and zidane), never a photo from the repo."""
+    from faceshield.examples import example_photos
+    from faceshield.images import load_image
+
+    photos = []
+    for path in example_photos().values():
+        pixels = load_image(path).pixels
+        for x1, y1, x2, y2 in models.find_faces(pixels).boxes:  # one photo per face, cropped with context
+            w, h = x2 - x1, y2 - y1
+            r0, r1 = int(max(0, y1 - h)), int(min(pixels.shape[0], y2 + h))
+            c0, c1 = int(max(0, x1 - w)), int(min(pixels.shape[1], x2 + w))
+            photos.append(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
+    return photos
+
+
+def _embed(rec, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return rec.embed_tensor(x, landmarks)
+
+
+def _softmin(losses: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Soft minimum: the set objective is met by resembling any one identity of the set."""
+    return -temperature * torch.logsumexp(-losses / temperature, dim=0)
+
+
+def _greedy_insert(chosen: list[int], losses: torch.Tensor, min_gain: float = 0.05) -> None:
+    """TIP-IM's greedy insertion: add the candidate whose insertion lowers the set objective
+    most, if it lowers it by at least `min_gain` of its value (the first pick is the nearest)."""
+    if not chosen:
+        chosen.append(int(torch.argmin(losses)))
+        return
+    if len(chosen) == len(losses):
+        return
+    current = float(_softmin(losses[chosen]))
+    gain, best = max((current - float(_softmin(losses[chosen + [c]])), c) for c in range(len(losses)) if c not in chosen)
+    if gain > min_gain * max(current, 1e-6):
+        chosen.append(best)
+
+
+def _jpeg_region(x: torch.Tensor, mask: np.ndarray, quality: float) -> torch.Tensor:
+    """kornia's differentiable JPEG applied to the masked area's bounding box, cut on the
+    16-pixel grid so the 8x8 blocks and 2x2 chroma subsampling align with a real JPEG's."""
+    from kornia.enhance import jpeg_codec_differentiable
+
+    rows, cols = np.nonzero(mask)
+    r0, c0 = rows.min() // 16 * 16, cols.min() // 16 * 16
+    r1, c1 = min(x.shape[2], -(-(rows.max() + 1) // 16) * 16), min(x.shape[3], -(-(cols.max() + 1) // 16) * 16)
+    crop = jpeg_codec_differentiable(x[:, :, r0:r1, c0:c1].clamp(0, 1), torch.tensor([quality]))
+    out = x.clone()
+    out[:, :, r0:r1, c0:c1] = crop
+    return out
 
 
 def _patches(x: torch.Tensor, mask: np.ndarray, size: int = 4, limit: int = 2048) -> torch.Tensor:
