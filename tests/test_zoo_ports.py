@@ -127,3 +127,34 @@ def test_alignment_matches_cv2_warp_affine(photos):
     # OpenCV rounds coordinates and weights in fixed point: a few pixels near strong edges
     # come out one or more grey levels apart, nothing else does
     assert diff.mean() < 0.05 and np.mean(diff > 1) < 0.005
+
+
+def test_centerface_port_equals_onnxruntime(photos):
+    """Same network outputs on the same input blob, and the same faces through each pipeline."""
+    from faceshield.metrics import box_iou
+
+    port, native = models.load("centerface"), models.load("centerface-onnx")
+    blob = np.random.default_rng(0).uniform(0, 255, (1, 3, 160, 224)).astype(np.float32)
+    expected = native.model.sess.run(native.model.onnx_output_names, {native.model.onnx_input_name: blob})
+    with torch.no_grad():
+        got = port.net(torch.from_numpy(blob))
+    assert np.abs(torch.sigmoid(got[0]).numpy() - expected[0]).max() <= 1e-4
+    for g, e in zip(got[1:], expected[1:]):
+        assert np.abs(g.numpy() - e).max() <= 1e-4
+    for name in ("astronaut", "bus", "zidane"):
+        a, b = port.detect(photos[name]), native.detect(photos[name])
+        assert len(a) == len(b) >= 1, name
+        assert box_iou(a.boxes, b.boxes).max(axis=1).min() > 0.95, name
+        assert np.abs(np.sort(a.scores) - np.sort(b.scores)).max() < 0.01, name  # cv2 vs torch resize
+
+
+def test_centerface_loss_is_zero_without_a_face_and_positive_with_one(photos):
+    det = models.load("centerface")
+    pixels = photos["astronaut"]
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
+    everywhere = torch.ones(pixels.shape[:2])
+    loss = det.face_loss(x, everywhere)
+    loss.backward()
+    assert float(loss) > 0 and x.grad.abs().sum() > 0
+    flat = torch.full((1, 3, 128, 128), 0.5)
+    assert float(det.face_loss(flat, torch.ones(128, 128))) == 0.0

