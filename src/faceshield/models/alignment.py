@@ -73,3 +73,25 @@ class FivePoints:
         p = np.array([[q.x, q.y] for q in shape.parts()], np.float64)
         # 68-point indices: 36-41 eye on the image's left, 42-47 the other, 30 nose tip, 48/54 mouth
         return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+def unwarp(crop: torch.Tensor, crop_to_photo: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """A crop-space map (1, C, s, s) put back into photo space (1, C, H, W): each photo pixel
+    samples the crop bilinearly where it falls inside the crop's footprint, zero elsewhere.
+    Differentiable in `crop`; only the footprint's bounding box is computed."""
+    size = crop.shape[-1]
+    h, w = shape
+    corners = crop_to_photo @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1.0]])
+    c0, c1 = int(max(0, np.floor(corners[0].min()))), int(min(w, np.ceil(corners[0].max()) + 1))
+    r0, r1 = int(max(0, np.floor(corners[1].min()))), int(min(h, np.ceil(corners[1].max()) + 1))
+    out = crop.new_zeros((1, crop.shape[1], h, w))
+    if c1 <= c0 or r1 <= r0:
+        return out
+    ys, xs = torch.meshgrid(torch.arange(r0, r1, dtype=torch.float64), torch.arange(c0, c1, dtype=torch.float64),
+                            indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(xs.numel(), dtype=torch.float64)])
+    inner = torch.from_numpy(np.linalg.inv(crop_to_photo)) @ pts
+    grid = torch.stack([inner[0] / (size - 1) * 2 - 1, inner[1] / (size - 1) * 2 - 1], 1).view(1, r1 - r0, c1 - c0, 2)
+    out[:, :, r0:r1, c0:c1] = F.grid_sample(crop, grid.to(crop), mode="bilinear", padding_mode="zeros",
+                                            align_corners=True)
+    return out

@@ -1,11 +1,11 @@
-"""python -m faceshield.train {generator} [options]: train and export one of our networks."""
+"""python -m faceshield.train {generator,ddm,apf} [options]: train and export one of our networks."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-TRAINERS = {"generator": "faceshield.train.generator"}
+TRAINERS = {"generator": "faceshield.train.generator", "ddm": "faceshield.train.ddm", "apf": "faceshield.train.apf"}
 
 
 def main(argv=None) -> None:

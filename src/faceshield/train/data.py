@@ -60,3 +60,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> list[torch.Tensor]:
+    """(3, size, size) uint8 crops of every face models.find_faces() sees in the photos,
+    each box grown by `margin` x its size per side (as the obfuscations grow it)."""
+    import torch.nn.functional as F
+
+    from faceshield import models
+
+    crops = []
+    for photo in photos:
+        pixels = photo.permute(1, 2, 0).numpy()
+        h, w = pixels.shape[:2]
+        for x1, y1, x2, y2 in models.find_faces(pixels).boxes:
+            mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+            r0, r1 = int(max(0, y1 - mh)), int(min(h, y2 + mh))
+            c0, c1 = int(max(0, x1 - mw)), int(min(w, x2 + mw))
+            if min(r1 - r0, c1 - c0) < 24:  # too small to teach anything at 128 px
+                continue
+            crop = photo[None, :, r0:r1, c0:c1].float()
+            crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                       align_corners=False)[0].round().clamp(0, 255).byte())
+    return crops

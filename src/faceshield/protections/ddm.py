@@ -1,0 +1,132 @@
+"""DDM encryption: "Distribution Discrepancy Maximization for Image Privacy Preserving"
+(arXiv 1811.07335), a visible obfuscation learned so that recognisers cannot see through it.
+
+An encryption generator G_e maps a face crop to an encrypted crop; a decryption network
+G_d maps it back (the reconstruction path), and a discriminator D learns to tell
+reconstructed faces (distributed like real faces) from encrypted ones. Unlike a GAN, G_e
+*helps* D succeed: the paper shows that this maximises the discrepancy between the
+encrypted and the original face distributions, while the reconstruction term keeps enough
+information in the encrypted crop for an authorised holder of G_d to recover the face.
+Trained by `python -m faceshield.train ddm` (faceshield/train/ddm.py); the weights ship in
+weights/ddm.safetensors with a model card (weights/README.md).
+
+Here it is one more obfuscation of the face regions (as blur, pixelation and masking):
+each face box, grown by 10%, is resized to 128x128, encrypted and resized back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from faceshield import weights
+from faceshield.protections.obfuscation import _Obfuscation
+
+WEIGHTS_FILE = "ddm.safetensors"
+CROP = 128
+
+
+def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU())
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(_block(c, c), nn.Conv2d(c, c, 3, 1, 1), nn.InstanceNorm2d(c, affine=True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class CodecNet(nn.Module):
+    """Encoder-decoder for 128x128 crops in [0, 1] -> 128x128 crops in [0, 1]; G_e and G_d
+    share this architecture (two downsamplings, residual core, two upsamplings)."""
+
+    def __init__(self, width: int = 32, blocks: int = 4):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            _block(3, w), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2),
+            *[_Residual(4 * w) for _ in range(blocks)],
+            nn.Upsample(scale_factor=2.0), _block(4 * w, 2 * w), nn.Upsample(scale_factor=2.0), _block(2 * w, w),
+            nn.Conv2d(w, 3, 3, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.net(x * 2 - 1))
+
+
+class Discriminator(nn.Module):
+    """PatchGAN: (N, 3, 128, 128) -> (N, 1, 15, 15) logits, "reconstructed face" vs "encrypted"."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.InstanceNorm2d(2 * w, affine=True), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.InstanceNorm2d(4 * w, affine=True), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * w, 1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
+    """(G_e, G_d) from weights/ddm.safetensors (keys encrypt.* and decrypt.*)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = path or weights.resolve(weights.RepoFile(WEIGHTS_FILE))
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    nets = []
+    for part in ("encrypt", "decrypt"):
+        net = CodecNet(int(meta.get("width", 32)), int(meta.get("blocks", 4)))
+        net.load_state_dict({k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")})
+        for p in net.parameters():
+            p.requires_grad_(False)
+        nets.append(net.eval())
+    return nets[0], nets[1]
+
+
+_cached: dict[str, tuple[CodecNet, CodecNet]] = {}
+
+
+def codecs(path=None) -> tuple[CodecNet, CodecNet]:
+    key = str(path)
+    if key not in _cached:
+        _cached[key] = load_codecs(path)
+    return _cached[key]
+
+
+def _through(net: nn.Module, patch: np.ndarray) -> np.ndarray:
+    """A uint8 patch of any size through a 128x128 network, back at its own size."""
+    h, w = patch.shape[:2]
+    x = torch.from_numpy(np.array(patch, np.float32)).permute(2, 0, 1)[None] / 255.0
+    x = F.interpolate(x, size=(CROP, CROP), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        y = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
+    return (y[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+
+
+class DDMEncryption(_Obfuscation):
+    """strength: ignored (the encryption is all or nothing); weights_path: another checkpoint."""
+
+    key, title = "ddm", "Obfuscate: DDM encryption"
+    summary = "learned encryption of the face regions that maximises the distribution discrepancy (DDM)"
+    default_strength = 1.0
+
+    def __init__(self, strength: float | None = None, whole_image: bool = False, weights_path: str | None = None):
+        super().__init__(strength, whole_image)
+        self.weights_path = weights_path
+
+    def obscure(self, patch):
+        return _through(codecs(self.weights_path)[0], patch)
+
+    def decrypt(self, patch: np.ndarray) -> np.ndarray:
+        """The authorised reconstruction G_d of an encrypted patch (same box)."""
+        return _through(codecs(self.weights_path)[1], patch)
