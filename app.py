@@ -19,6 +19,7 @@ from faceshield.examples import example_photos  # noqa: E402
 from faceshield.images import ImageError  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
+from faceshield import lab  # noqa: E402
 
 DESCRIPTION = """# FaceShield
 Adds an imperceptible adversarial perturbation to the faces in a photo, so that face detectors
@@ -51,6 +52,42 @@ def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path
         raise gr.Error(str(exc)) from exc
     return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
             page.detector_rows, page.recogniser_rows, page.summary)
+
+
+def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
+    if not image_path:
+        raise gr.Error("Upload a photo first (or click an example).")
+    from faceshield.images import load_image
+
+    try:
+        pixels = load_image(image_path).pixels
+    except ImageError as exc:
+        raise gr.Error(str(exc)) from exc
+    trace = lab.trace_attack(pixels, method, eps, int(steps))
+    last = len(trace.iterates) - 1
+    return (trace, gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
+            *show_iteration(trace, last))
+
+
+def show_iteration(trace, step):
+    if trace is None:
+        return None, None, None, ""
+    step = int(min(step, len(trace.iterates) - 1))
+    original, current = trace.iterates[0], trace.iterates[step]
+    views = [(lab.amplified(original, current, f), f"perturbation x{f}") for f in (1, 10, 50)]
+    loss = f"loss {trace.loss[step - 1]:.3f}" if step >= 1 else "clean photo"
+    return current, views, lab.plot_trace(trace, step), f"**Iteration {step}** of {len(trace.iterates) - 1}: {loss}"
+
+
+def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
+    if not image_path:
+        raise gr.Error("Upload a photo first (or click an example).")
+    from faceshield.images import load_image
+
+    rows = lab.budget_sweep(load_image(image_path).pixels, method, steps=int(steps))
+    table = [[r["eps"], "yes" if r["success"] else "no", r["steps"], round(r["psnr"], 1), round(r["ssim"], 4),
+              round(r["seconds"], 1)] for r in rows]
+    return lab.plot_sweep(rows), table
 
 
 def model_table() -> list[list]:
@@ -97,6 +134,38 @@ def create_demo() -> gr.Blocks:
         with gr.Tab("Recognisers"):
             recogniser_table = gr.Dataframe(headers=RECOGNISER_COLUMNS, interactive=False, wrap=True,
                                             label="Identity match: original face vs protected face (and a reference photo)")
+        with gr.Tab("Attack lab"):
+            gr.Markdown("Step through an attack one iteration at a time: how the models' confidence falls "
+                        "while the perturbation grows, and what the budget buys.")
+            with gr.Row():
+                with gr.Column(scale=1):
+                    lab_image = gr.Image(label="Photo", type="filepath", format="png")
+                    lab_method = gr.Radio([("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
+                                          value="detector-pgd", label="Attack")
+                    lab_eps = gr.Slider(1, 16, value=8, step=1, label="Budget (grey levels of 255)")
+                    lab_steps = gr.Slider(5, 100, value=40, step=5, label="Iterations")
+                    lab_button = gr.Button("Run the attack", variant="primary")
+                    sweep_button = gr.Button("Sweep the budget (2-16)")
+                    gr.Examples([[str(p)] for p in example_photos().values()], inputs=[lab_image])
+                with gr.Column(scale=2):
+                    lab_step = gr.Slider(0, 1, value=0, step=1, label="Iteration", interactive=True)
+                    lab_caption = gr.Markdown()
+                    with gr.Row():
+                        lab_view = gr.Image(label="Photo at this iteration", format="png", interactive=False)
+                        lab_amplified = gr.Gallery(label="Perturbation, amplified", columns=3, format="png",
+                                                   height="auto")
+                    lab_plot = gr.Plot(label="Loss and model scores per iteration")
+                    sweep_plot = gr.Plot(label="Budget sweep")
+                    sweep_table = gr.Dataframe(headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"],
+                                               interactive=False)
+            lab_trace = gr.State(None)
+            lab_button.click(run_lab, [lab_image, lab_method, lab_eps, lab_steps],
+                             [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
+                             api_name="lab", concurrency_limit=settings.CONCURRENCY_LIMIT)
+            lab_step.release(show_iteration, [lab_trace, lab_step], [lab_view, lab_amplified, lab_plot, lab_caption],
+                             api_name=False)
+            sweep_button.click(run_sweep, [lab_image, lab_method, lab_steps], [sweep_plot, sweep_table],
+                               api_name="sweep", concurrency_limit=settings.CONCURRENCY_LIMIT)
         with gr.Tab("Models"):
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)

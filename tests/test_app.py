@@ -49,3 +49,16 @@ def test_bad_file_gives_a_clear_error(client, tmp_path):
     bad.write_bytes(b"")
     with pytest.raises(AppError, match="empty"):
         _call(client, bad)
+
+
+@pytest.mark.slow
+def test_attack_lab_steps_through_iterations(client):
+    """The lab records every iterate; the last one hides the face from MTCNN."""
+    from gradio_client import handle_file
+
+    from faceshield.examples import example_photos
+
+    trace_slider, view, amplified, plot, caption = client.predict(
+        handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 30, api_name="/lab")
+    assert "Iteration" in caption and len(amplified) == 3
+    assert plot is not None

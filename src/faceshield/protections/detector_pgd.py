@@ -57,7 +57,8 @@ class DetectorPGD:
         self.attack, self.distortion_weight, self.margin = tuple(attack), distortion_weight, margin
         self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
 
-    def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
+    def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
+        """on_step(step, pixels_uint8, face_loss), if given, sees every iterate (the Attack lab)."""
         settings.apply_threads()
         start = time.perf_counter()
         detectors, missing = models.available(list(self.attack))
@@ -98,6 +99,8 @@ class DetectorPGD:
             value = float(face_loss.detach())
             history.append(value)
             steps_done = step + 1
+            if on_step is not None:
+                on_step(step, to_uint8(x0 + delta.detach() * m), value)
             bar.set_postfix(face_loss=f"{value:.3f}")
             converged = value == 0.0
             if extra is None and (converged or step % self.check_every == self.check_every - 1):

@@ -80,7 +80,8 @@ class TIPIM:
         self.diversity, self.face_margin, self.landmark_jitter = diversity, face_margin, landmark_jitter
         self.insert_every, self.check_every, self.extra_steps, self.seed = insert_every, check_every, extra_steps, seed
 
-    def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
+    def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
+        """on_step(step, pixels_uint8, identity_loss), if given, sees every iterate (the Attack lab)."""
         settings.apply_threads()
         start = time.perf_counter()
         recs, missing = models.available(list(self.attack))
@@ -127,6 +128,8 @@ class TIPIM:
                 loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, mask), clean_patches)
             steps_done = step + 1
             history.append(float(id_loss.detach()))
+            if on_step is not None:
+                on_step(step, to_uint8(x0 + delta.detach() * m), history[-1])
             bar.set_postfix(identity_loss=f"{history[-1]:.3f}")
             if extra is None and step % self.check_every == self.check_every - 1:
                 if self._succeeded(clean, candidates, chosen, faces, x0, delta, m):
