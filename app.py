@@ -17,6 +17,7 @@ import gradio as gr  # noqa: E402
 from faceshield import models, settings  # noqa: E402
 from faceshield.examples import example_photos  # noqa: E402
 from faceshield.images import ImageError  # noqa: E402
+from faceshield.weights import WeightsUnavailable  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
 from faceshield import lab  # noqa: E402
@@ -50,6 +51,8 @@ def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path
                              mode=mode, robust=robust, targets=target_paths or None)
     except ImageError as exc:
         raise gr.Error(str(exc)) from exc
+    except WeightsUnavailable as exc:
+        raise gr.Error(f"This protection's trained weights are not available here: {exc}") from exc
     return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
             page.detector_rows, page.recogniser_rows, page.summary)
 

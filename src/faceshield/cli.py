@@ -17,6 +17,16 @@ def _method_help() -> str:
     return "methods:\n" + "\n".join(f"  {k:<14} {cls.summary}" for k, cls in METHODS.items())
 
 
+def _method(spec: str) -> str:
+    from faceshield.protections import method_key
+
+    try:
+        method_key(spec)
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return spec
+
+
 def _inputs(paths: list[str]) -> list[Path]:
     files = []
     for p in map(Path, paths):
@@ -124,14 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same names)")
-    p.add_argument("--method", default="detector-pgd", choices=sorted(METHODS))
+    p.add_argument("--method", default="detector-pgd", type=_method)
     add_protection_options(p)
     p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
     p.set_defaults(func=cmd_protect)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
     b.add_argument("dataset")
-    b.add_argument("--methods", nargs="+", default=["detector-pgd"], choices=sorted(METHODS))
+    b.add_argument("--methods", nargs="+", default=["detector-pgd"], type=_method,
+                   help="method names, optionally @strength for obfuscations (blur@4 blur@16)")
     add_protection_options(b)
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")

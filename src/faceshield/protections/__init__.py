@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import inspect
 
+from faceshield.protections.apf import APF
 from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
+from faceshield.protections.ddm import DDMEncryption
 from faceshield.protections.detector_pgd import DetectorPGD
+from faceshield.protections.generator import GeneratorProtection
 from faceshield.protections.obfuscation import GaussianBlur, GaussianNoise, Pixelate, SolidMask
 from faceshield.protections.tip_im import TIPIM
 
-METHODS = {cls.key: cls for cls in [DetectorPGD, TIPIM, GaussianBlur, Pixelate, SolidMask, GaussianNoise]}
+METHODS = {cls.key: cls for cls in [DetectorPGD, GeneratorProtection, TIPIM, APF, GaussianBlur, Pixelate, SolidMask,
+                                    DDMEncryption, GaussianNoise]}
 
-__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GaussianBlur", "Pixelate", "SolidMask", "GaussianNoise", "TIPIM",
-           "build", "merge_faces", "region_mask"]
+__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GeneratorProtection", "TIPIM", "APF", "GaussianBlur",
+           "Pixelate", "SolidMask", "DDMEncryption", "GaussianNoise", "build", "method_key", "merge_faces",
+           "region_mask"]
+
+
+def method_key(spec: str) -> str:
+    """"blur@8" -> "blur": a method name, optionally @strength; KeyError if unknown."""
+    key = spec.split("@", 1)[0]
+    if key not in METHODS:
+        raise KeyError(f"unknown method '{key}'; known: {', '.join(METHODS)}")
+    return key
 
 
 def build(key: str, **options):
-    """A protection by CLI name, e.g. build("detector-pgd", eps=8).
+    """A protection by CLI name, e.g. build("detector-pgd", eps=8) or build("blur@16").
 
+    "name@value" sets the strength (obfuscations at several strengths in one bench run).
     Options a method does not take are dropped, so the UI and CLI can pass their common
     knobs (eps, steps, strength, whole_image) to any method.
     """
-    if key not in METHODS:
-        raise KeyError(f"unknown method '{key}'; known: {', '.join(METHODS)}")
-    cls = METHODS[key]
+    if "@" in key:
+        options = {**options, "strength": float(key.split("@", 1)[1])}
+    cls = METHODS[method_key(key)]
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
