@@ -37,6 +37,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path, help="start from the network weights of another run's last.pt")
     p.add_argument("--export", type=Path, default=REPO_WEIGHTS / WEIGHTS_FILE)
 
 
@@ -46,6 +47,9 @@ def main(args) -> None:
     photos = data.load_tensors(data.training_photos(args.data))
     detectors = [models.load(k) for k in args.detectors]
     net = PerturbationGenerator(args.width, args.blocks)
+    if args.init and not args.resume:
+        net.load_state_dict(torch.load(args.init, weights_only=False)["net"])
+        print(f"initialised from {args.init}")
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr * 0.05)
     run = Run(args.run, {"net": net, "opt": opt, "sched": sched}, args.resume)
@@ -81,5 +85,6 @@ def main(args) -> None:
         "architecture": "PerturbationGenerator", "width": args.width, "blocks": args.blocks,
         "eps": args.eps, "steps": args.steps, "batch": args.batch, "sizes": args.sizes,
         "detectors": ",".join(args.detectors), "distortion_weight": args.distortion_weight,
-        "seed": args.seed, "data": "faceshield training photos (annotated detection photos held out)"})
+        "seed": args.seed, "init": str(args.init or ""),
+        "data": "faceshield training photos (annotated detection photos held out)"})
     print(f"wrote {args.export}")
