@@ -125,3 +125,13 @@ def test_saved_png_has_no_metadata(tmp_path):
 def test_png_roundtrip_is_lossless():
     pixels = np.asarray(_photo())
     assert np.array_equal(png_roundtrip(pixels), pixels)
+
+
+def test_not_an_image_is_reported_even_after_ultralytics_patched_pillow(tmp_path):
+    """ultralytics replaces PIL.Image.open on import; our loader must not go through it."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ImageError):
+        load_image(bad)

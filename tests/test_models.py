@@ -10,8 +10,11 @@ from faceshield.protections import region_mask
 
 def test_registry_lists_every_model_with_status():
     rows = {r["key"]: r for r in models.status()}
-    assert {"mtcnn", "dlib-hog", "dlib-cnn", "haar", "dlib-resnet"} <= set(rows)
-    assert all(r["available"] for r in rows.values()), rows
+    assert {"mtcnn", "centerface", "dlib-hog", "dlib-cnn", "haar", "dlib-resnet", "facenet", "sface"} <= set(rows)
+    offline = [k for k, spec in models.REGISTRY.items() if not spec.hub_only]
+    assert all(rows[k]["available"] for k in offline), rows  # every packaged model works offline
+    for key in set(rows) - set(offline):  # Hub-only: available from a cache, or say why not
+        assert rows[key]["available"] or rows[key]["detail"].startswith("unavailable offline:")
 
 
 def test_unknown_and_broken_models_report_reasons(monkeypatch):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from faceshield import models
 from faceshield.models import Detections
 from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
-from faceshield.images import load_image
+from faceshield.images import load_image, pil_open
 from faceshield.metrics import average_precision, image_quality, match_detections
 from faceshield.protections import build
 
@@ -115,7 +115,7 @@ def _degradations(pixels: np.ndarray, box: np.ndarray) -> dict[str, tuple[np.nda
 
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=75)
-    jpeg = np.asarray(Image.open(buf).convert("RGB"))
+    jpeg = np.asarray(pil_open(buf).convert("RGB"))
     h, w = pixels.shape[:2]
     half = cv2.resize(pixels, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     return {"jpeg75": (jpeg, box), "resize0.5": (half, box * np.array([w // 2 / w, h // 2 / h] * 2))}

@@ -37,6 +37,19 @@ class LoadedImage:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
+
+def pil_open(source):
+    """Pillow's own Image.open. Importing ultralytics replaces PIL.Image.open with a wrapper
+    that, on a file Pillow cannot identify, tries to pip-install a HEIF plugin and then fails
+    with ModuleNotFoundError instead of saying "not an image"."""
+    import sys
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = Image.open
+    if patches is not None and opener is getattr(patches, "image_open", None):
+        opener = patches._image_open
+    return opener(source)
+
 def load_image(source, max_side: int | None = None) -> LoadedImage:
     """Decode and normalise a user photo.
 
@@ -98,7 +111,7 @@ def png_roundtrip(pixels: np.ndarray) -> np.ndarray:
     """What the user gets back after download: pixels -> PNG bytes -> pixels."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return np.asarray(pil_open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 def _open(source) -> Image.Image:
@@ -121,7 +134,7 @@ def _open(source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = pil_open(io.BytesIO(data))
             w, h = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(

@@ -36,6 +36,7 @@ class ModelSpec:
     differentiable: bool = False  # can a protection attack it (white-box)?
     slow: bool = False  # judged on demand only, and on a downscaled copy
     twin: str | None = None  # key of the port with the same weights (attacking it = white-box here)
+    hub_only: bool = False  # weights exist only on the Hugging Face Hub (unavailable offline)
 
 
 def _mtcnn():
@@ -142,12 +143,13 @@ REGISTRY: dict[str, ModelSpec] = {
                   "Apache-2.0 (OpenCV Zoo)", twin="sface"),
         # Hub-only models (weights/hub-pins.json): unavailable offline unless in the local Hub cache
         ModelSpec("yolo-face", "detector", _hub("YoloFaceDetector"),
-                  "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)", "AGPL-3.0 (ultralytics)"),
+                  "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)", "AGPL-3.0 (ultralytics)", hub_only=True),
         ModelSpec("facenet-vggface2", "recogniser", _hub("FaceNetVGGFace2Recogniser"),
                   "Hub py-feat/facenet facenet_20180402_114759_vggface2.pth (pinned commit)", "MIT (facenet-pytorch)",
-                  differentiable=True),
+                  differentiable=True, hub_only=True),
         ModelSpec("arcface-auraface", "recogniser", _hub("ArcFaceRecogniser"),
-                  "Hub fal/AuraFace-v1 glintr100.onnx (pinned commit)", "Apache-2.0", differentiable=True),
+                  "Hub fal/AuraFace-v1 glintr100.onnx (pinned commit)", "Apache-2.0", differentiable=True,
+                  hub_only=True),
     ]
 }
 
@@ -234,6 +236,7 @@ def status() -> list[dict]:
             rows.append(dict(key=key, kind=spec.kind, name=model.name, available=True,
                              detail=spec.source, licence=spec.licence))
         except ModelUnavailable as exc:
+            where = "unavailable offline" if spec.hub_only else "unavailable"
             rows.append(dict(key=key, kind=spec.kind, name=key, available=False,
-                             detail=f"unavailable: {exc}", licence=spec.licence))
+                             detail=f"{where}: {exc}", licence=spec.licence))
     return rows

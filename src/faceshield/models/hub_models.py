@@ -47,10 +47,11 @@ class YoloFaceDetector(Detector):
     def __init__(self):
         import os
 
+        path = hub_file("yolo-face")  # first: no ultralytics import (it patches PIL) unless usable
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
 
-        self.model = YOLO(str(hub_file("yolo-face")))  # a pickle: only ever from the pinned commit
+        self.model = YOLO(str(path))  # a pickle: only ever from the pinned commit
         self.note = f"black-box; ultralytics, confidence {self.threshold}"
 
     def detect(self, pixels: np.ndarray) -> Detections:
