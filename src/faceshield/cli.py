@@ -48,6 +48,9 @@ def add_protection_options(p) -> None:
     p.add_argument("--mode", choices=["dodging", "targeted"], help="tip-im: just do not match, or match a target")
     p.add_argument("--target", nargs="+", metavar="PHOTO",
                    help="tip-im targeted: photos of target identities (default: built-in faces)")
+    p.add_argument("--margin", type=float,
+                   help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
+                        "better to unseen recognisers and costs PSNR)")
     p.add_argument("--robust", action="store_true",
                    help="tip-im: expectation over JPEG and down-scaling, to survive re-compression")
 
@@ -57,6 +60,7 @@ def protect_options(args) -> dict:
     from faceshield.images import load_image
 
     options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
+               "margin": args.margin,
                "attack": tuple(args.attack) if args.attack else None}
     if getattr(args, "whole_image", False):
         options["whole_image"] = True
