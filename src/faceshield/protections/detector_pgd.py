@@ -32,7 +32,7 @@ class DetectorPGD:
         momentum: MI-FGSM decay (default 1.0).
         attack: registry keys of the differentiable detectors to attack (default: MTCNN).
         distortion_weight: weight of the mean squared perturbation (in grey levels) in the loss.
-        margin: how far around each face box (x its size) the perturbation may reach.
+        face_margin: how far around each face box (x its size) the perturbation may reach.
         check_every: test the real detectors on the 8-bit image every this many steps.
         extra_steps: steps kept after success, to stand some distance from the threshold.
         whole_image: with no face found, still perturb the whole photo.
@@ -51,10 +51,10 @@ class DetectorPGD:
 
     def __init__(self, eps: float = 8, steps: int = 80, step_size: float = 1, momentum: float = 1.0,
                  attack: tuple[str, ...] = attacks, distortion_weight: float = 0.0,
-                 margin: float = 0.25, check_every: int = 4, extra_steps: int = 2,
+                 face_margin: float = 0.25, check_every: int = 4, extra_steps: int = 2,
                  whole_image: bool = False):
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
-        self.attack, self.distortion_weight, self.margin = tuple(attack), distortion_weight, margin
+        self.attack, self.distortion_weight, self.face_margin = tuple(attack), distortion_weight, face_margin
         self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
@@ -82,7 +82,7 @@ class DetectorPGD:
             mask = np.ones(pixels.shape[:2], np.float32)
             notices.append("No face found: the whole photo was perturbed.")
         else:
-            mask = region_mask(pixels.shape[:2], all_faces.boxes, self.margin)
+            mask = region_mask(pixels.shape[:2], all_faces.boxes, self.face_margin)
 
         x0 = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device)  # grey levels
         region = torch.from_numpy(mask).to(device)

@@ -28,11 +28,11 @@ class _Obfuscation:
     summary = ""
     default_strength = 0.0
 
-    def __init__(self, strength: float | None = None, whole_image: bool = False, margin: float = 0.1,
+    def __init__(self, strength: float | None = None, whole_image: bool = False, face_margin: float = 0.1,
                  finders: tuple[str, ...] = FACE_FINDERS):
-        """strength: method-specific (see the subclass); margin: box growth x face size per side."""
+        """strength: method-specific (see the subclass); face_margin: box growth x face size per side."""
         self.strength = self.default_strength if strength is None else float(strength)
-        self.whole_image, self.margin, self.finders = whole_image, margin, tuple(finders)
+        self.whole_image, self.face_margin, self.finders = whole_image, face_margin, tuple(finders)
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         start = time.perf_counter()
@@ -51,7 +51,7 @@ class _Obfuscation:
         else:
             regions = []
             for x1, y1, x2, y2 in faces.boxes:
-                mw, mh = (x2 - x1) * self.margin, (y2 - y1) * self.margin
+                mw, mh = (x2 - x1) * self.face_margin, (y2 - y1) * self.face_margin
                 regions.append((int(max(0, y1 - mh)), int(min(h, y2 + mh)), int(max(0, x1 - mw)), int(min(w, x2 + mw))))
         for r0, r1, c0, c1 in regions:
             if r1 > r0 and c1 > c0:
@@ -112,7 +112,7 @@ class GaussianNoise(_Obfuscation):
     summary = "Gaussian noise in the face regions clipped to +-eps (a control for the adversarial methods)"
 
     def __init__(self, eps: float = 8, whole_image: bool = False, seed: int = 0):
-        super().__init__(strength=0.0, whole_image=whole_image, margin=0.1)
+        super().__init__(strength=0.0, whole_image=whole_image, face_margin=0.1)
         self.eps, self.rng = eps, np.random.default_rng(seed)
 
     def obscure(self, patch):
