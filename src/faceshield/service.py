@@ -100,8 +100,33 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
         f"Image quality: PSNR **{q['psnr']:.1f} dB**, SSIM **{q['ssim']:.4f}**, max change **{q['linf']}** grey levels. "
         f"Judged on the downloadable 8-bit PNG in {ev.seconds:.1f} s.",
     ] + [f"- {n}" for n in notices])
+    if method == "apf" and len(result.faces):
+        summary += "\n\n" + apf_parts_table(loaded.pixels, result, eps)
     return PageResult(loaded.pixels, result.pixels, amplified_perturbation(loaded.pixels, result.pixels),
                       gallery, det_rows, rec_rows, summary, png_path, ev, notices)
+
+
+def apf_parts_table(pixels: np.ndarray, full, eps: float) -> str:
+    """APF's three parts, each alone and together: where it runs, what it costs, and how far
+    it moves the first face's identity for each recogniser (markdown)."""
+    from faceshield.protections.apf import PARTS
+
+    box = full.faces.boxes[0]
+    recs, _ = models.available(["dlib-resnet", "facenet", "sface-onnx"])
+    clean = {k: r.embed(pixels, box) for k, r in recs.items()}
+    where = {"gradient": "device (probe SFace)", "transfer": "device probe + server network",
+             "uap": "device or server (a fixed pattern)"}
+    header = "| APF part | runs on | " + " | ".join(f"{r.name} ({r.metric}, match {'<' if r.metric == 'euclidean' else '>'} "
+                                                   f"{r.threshold})" for r in recs.values()) + " | s |"
+    lines = ["**What each APF part adds** (first face; the server receives only a gradient, never the photo)", "",
+             header, "|" + "---|" * (len(recs) + 3)]
+    for parts in [(p,) for p in PARTS] + [PARTS]:
+        res = full if parts == PARTS else build("apf", eps=eps, parts=parts)(pixels, faces=full.faces)
+        scores = [f"{r.score(clean[k], r.embed(res.pixels, box)):.3f}" for k, r in recs.items()]
+        name = "all three" if parts == PARTS else parts[0]
+        lines.append(f"| {name} | {where.get(name, 'device + server')} | " + " | ".join(scores)
+                     + f" | {res.seconds:.1f} |")
+    return "\n".join(lines)
 
 
 def _scores(scores: np.ndarray) -> str:
