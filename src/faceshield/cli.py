@@ -51,6 +51,8 @@ def add_protection_options(p) -> None:
     p.add_argument("--margin", type=float,
                    help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
                         "better to unseen recognisers and costs PSNR)")
+    p.add_argument("--parts", nargs="+", choices=["gradient", "transfer", "uap"],
+                   help="apf: which of its three parts to use (default all)")
     p.add_argument("--robust", action="store_true",
                    help="tip-im: expectation over JPEG and down-scaling, to survive re-compression")
 
@@ -66,6 +68,8 @@ def protect_options(args) -> dict:
         options["whole_image"] = True
     if args.robust:
         options["robust"] = True
+    if args.parts:
+        options["parts"] = tuple(args.parts)
     if args.target:
         options["targets"] = [load_image(p).pixels for p in args.target]
     return options

@@ -57,3 +57,4 @@ def export_safetensors(module: torch.nn.Module, path: Path, metadata: dict) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(tensors, str(path), metadata={k: str(v) for k, v in metadata.items()})
+    path.chmod(0o644)  # a file to share, not a private checkpoint
