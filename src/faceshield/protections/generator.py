@@ -73,7 +73,7 @@ class PerturbationGenerator(nn.Module):
 
 
 def load_generator(path=None) -> PerturbationGenerator:
-    """The trained generator: a pinned Hub file when configured, else weights/ in the repo."""
+    """The trained generator from weights/ (its metadata: model.trained_against, ...)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -82,6 +82,7 @@ def load_generator(path=None) -> PerturbationGenerator:
         meta = f.metadata() or {}
     model = PerturbationGenerator(width=int(meta.get("width", 16)), blocks=int(meta.get("blocks", 3)))
     model.load_state_dict(load_file(str(path)))
+    model.trained_against = tuple(meta.get("detectors", "mtcnn").split(","))
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
@@ -105,12 +106,19 @@ class GeneratorProtection:
 
     key = "generator"
     title = "Hide from detectors (instant generator)"
-    summary = "one forward pass of a perturbation generator trained against MTCNN (Tong et al.)"
-    attacks = ("mtcnn",)  # the detectors it was trained against (white-box in the bench)
+    summary = "one forward pass of a perturbation generator trained against white-box detectors (Tong et al.)"
+    attacks = ("mtcnn",)  # replaced by what the loaded weights say they were trained against
 
     def __init__(self, eps: float = 8, weights_path: str | None = None):
         self.eps, self.weights_path = eps, weights_path
-        self.attack = self.attacks  # fixed by training
+
+    @property
+    def attack(self) -> tuple[str, ...]:
+        """The detectors the network was trained against (white-box for it)."""
+        try:
+            return self.network().trained_against
+        except Exception:  # weights missing: the protection will say so when called
+            return self.attacks
 
     def network(self) -> PerturbationGenerator:
         key = str(self.weights_path)
@@ -127,6 +135,6 @@ class GeneratorProtection:
         with torch.no_grad():
             delta = torch.round(net(x0 / 255.0) * self.eps)  # whole grey levels, |delta| <= eps
         out = (x0 + delta).clamp(0, 255)[0].permute(1, 2, 0).byte().cpu().numpy()
-        info = {"passes": 1, "eps": self.eps, "attacked": list(self.attacks)}
+        info = {"passes": 1, "eps": self.eps, "attacked": list(self.attack)}
         return ProtectionResult(out, faces if faces is not None else Detections.empty(),
                                 time.perf_counter() - start, info)
