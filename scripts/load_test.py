@@ -101,8 +101,8 @@ def main(argv=None) -> int:
         rss_after = rss_mb(server.pid)
         kinds = [o[0] for o in outcome.values()]
         done = [o[1] for o in outcome.values() if o[0] == "completed"]
-        print(f"| clients | completed | refused (queue full) | wrong photo | failed | median s | max s | wall s "
-              f"| server RSS MB before -> after | download PNGs added |")
+        print("| clients | completed | refused (queue full) | wrong photo | failed | median s | max s | wall s "
+              "| server RSS MB before -> after | download PNGs added (net, old ones pruned) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         files_after = sum(1 for _ in OUTPUT_DIR.rglob("*.png")) if OUTPUT_DIR.exists() else 0
         print(f"| {args.clients} | {kinds.count('completed')} | {kinds.count('refused (queue full)')} "

@@ -35,7 +35,7 @@ def make_inputs() -> None:
         pixels = load_image(example_photos()[name]).pixels
         x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None]
         for box in finder.detect(pixels).boxes[:2]:
-            chip = align(x, points(pixels, box), SIZE, FaceNetRecogniser.ZOOM)
+            chip = align(x, points(pixels, box), SIZE, FaceNetRecogniser.zoom)
             chips.append(chip[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, chips=np.stack(chips))

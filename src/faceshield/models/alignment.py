@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
+from faceshield.models.base import Recogniser
+
 # insightface's arcface_dst / OpenCV FaceRecognizerSF template: left eye, right eye (as seen),
 # nose tip, left and right mouth corner, in a 112 x 112 crop
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -95,3 +97,29 @@ def unwarp(crop: torch.Tensor, crop_to_photo: np.ndarray, shape: tuple[int, int]
     out[:, :, r0:r1, c0:c1] = F.grid_sample(crop, grid.to(crop), mode="bilinear", padding_mode="zeros",
                                             align_corners=True)
     return out
+
+
+class AlignedRecogniser(Recogniser):
+    """A white-box recogniser on 5-point aligned crops: `net` maps (N, 3, size, size) RGB in
+    [0, 255] to embeddings; the crop puts the face on the ArcFace template at `zoom`."""
+
+    size, zoom = 112, 1.0
+    differentiable = True
+
+    def __init__(self, net: torch.nn.Module):
+        from faceshield import settings
+
+        settings.apply_threads()
+        self.landmarks = FivePoints()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def embed_tensor(self, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+        """(D,) unit embedding of the face at `landmarks` in x (1, 3, H, W) in [0, 1], with its graph."""
+        return F.normalize(self.net(align(x * 255.0, landmarks, self.size, self.zoom)), dim=1)[0]
+
+    def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None] / 255.0
+        with torch.no_grad():
+            return self.embed_tensor(x, self.landmarks(pixels, box)).numpy()

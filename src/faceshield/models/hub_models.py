@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from faceshield import settings
-from faceshield.models.base import Detections, Detector, Recogniser
+from faceshield.models.alignment import AlignedRecogniser
+from faceshield.models.base import Detections, Detector
 from faceshield.weights import REPO_WEIGHTS, HubFile, resolve
 
 PINS_FILE = "hub-pins.json"
@@ -63,33 +62,18 @@ class YoloFaceDetector(Detector):
         return Detections(boxes.xyxy.cpu().numpy().astype(np.float32), boxes.conf.cpu().numpy().astype(np.float32))
 
 
-class _AlignedRecogniser(Recogniser):
-    """A recogniser on 5-point aligned crops (models/alignment.py), differentiable."""
+class _Scaled(torch.nn.Module):
+    """(x - shift) / scale in front of a network: each model's own input normalisation."""
 
-    size, zoom = 112, 1.0
-    metric, differentiable = "cosine", True
+    def __init__(self, net: torch.nn.Module, shift: float, scale: float):
+        super().__init__()
+        self.net, self.shift, self.scale = net, shift, scale
 
-    def __init__(self):
-        from faceshield.models.alignment import FivePoints
-
-        settings.apply_threads()
-        self.landmarks = FivePoints()
-
-    def network(self, chips255: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def embed_tensor(self, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
-        from faceshield.models.alignment import align
-
-        return F.normalize(self.network(align(x * 255.0, landmarks, self.size, self.zoom)), dim=1)[0]
-
-    def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None] / 255.0
-        with torch.no_grad():
-            return self.embed_tensor(x, self.landmarks(pixels, box)).numpy()
+    def forward(self, x):
+        return self.net((x - self.shift) / self.scale)
 
 
-class FaceNetVGGFace2Recogniser(_AlignedRecogniser):
+class FaceNetVGGFace2Recogniser(AlignedRecogniser):
     """facenet-pytorch's InceptionResnetV1 (VGGFace2): 160 px crops, (x - 127.5) / 128."""
 
     name = "FaceNet VGGFace2 (Hub)"
@@ -100,20 +84,13 @@ class FaceNetVGGFace2Recogniser(_AlignedRecogniser):
     def __init__(self):
         from facenet_pytorch import InceptionResnetV1
 
-        super().__init__()
-        self.net = InceptionResnetV1(pretrained=None, classify=False)
+        net = InceptionResnetV1(pretrained=None, classify=False)
         state = torch.load(hub_file("facenet-vggface2"), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
-        self.net.load_state_dict(state)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        self.net.eval()
-
-    def network(self, chips255):
-        return self.net((chips255 - 127.5) / 128.0)
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})  # no classifier
+        super().__init__(_Scaled(net, 127.5, 128.0))
 
 
-class ArcFaceRecogniser(_AlignedRecogniser):
+class ArcFaceRecogniser(AlignedRecogniser):
     """An insightface-format ArcFace ONNX (AuraFace): ArcFace 112 px alignment, RGB,
     (x - 127.5) / 127.5; same person if cosine >= 0.3 (a common insightface threshold)."""
 
@@ -125,10 +102,4 @@ class ArcFaceRecogniser(_AlignedRecogniser):
         import onnx
         from onnx2torch import convert
 
-        super().__init__()
-        self.net = convert(onnx.load(str(hub_file("arcface-auraface")))).eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def network(self, chips255):
-        return self.net((chips255 - 127.5) / 127.5)
+        super().__init__(_Scaled(convert(onnx.load(str(hub_file("arcface-auraface")))), 127.5, 127.5))

