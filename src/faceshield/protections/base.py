@@ -71,6 +71,18 @@ def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momen
     return grad_avg
 
 
+def white_box_models(keys) -> tuple[list, dict[str, str]]:
+    """The differentiable models among `keys` that load here, and {key: reason} for the rest;
+    RuntimeError when none is left to attack."""
+    from faceshield import models
+
+    loaded, missing = models.available(list(keys))
+    usable = [m for m in loaded.values() if m.differentiable]
+    if not usable:
+        raise RuntimeError(f"no white-box model available among {tuple(keys)}: {missing}")
+    return usable, missing
+
+
 def to_uint8(x) -> np.ndarray:
     """(1, 3, H, W) tensor in grey levels -> (H, W, 3) uint8, rounded and clipped."""
     return x.detach()[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, merge_faces, momentum_step, region_mask, to_uint8
+from faceshield.protections.base import (ProtectionResult, merge_faces, momentum_step, region_mask, to_uint8,
+                                         white_box_models)
 
 
 class DetectorPGD:
@@ -61,10 +62,7 @@ class DetectorPGD:
         """on_step(step, pixels_uint8, face_loss), if given, sees every iterate (the Attack lab)."""
         settings.apply_threads()
         start = time.perf_counter()
-        detectors, missing = models.available(list(self.attack))
-        detectors = [d for d in detectors.values() if d.differentiable]
-        if not detectors:
-            raise RuntimeError(f"no white-box detector available among {self.attack}: {missing}")
+        detectors, missing = white_box_models(self.attack)
         device = settings.device()
         for d in detectors:
             if hasattr(d, "to"):

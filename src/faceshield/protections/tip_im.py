@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, momentum_step, region_mask, to_uint8
+from faceshield.protections.base import ProtectionResult, momentum_step, region_mask, to_uint8, white_box_models
 
 class TIPIM:
     """Hide identities from face recognisers: dodging, or steering towards target identities.
@@ -84,10 +84,7 @@ class TIPIM:
         """on_step(step, pixels_uint8, identity_loss), if given, sees every iterate (the Attack lab)."""
         settings.apply_threads()
         start = time.perf_counter()
-        recs, missing = models.available(list(self.attack))
-        recs = [r for r in recs.values() if r.differentiable]
-        if not recs:
-            raise RuntimeError(f"no differentiable recogniser available among {self.attack}: {missing}")
+        recs, missing = white_box_models(self.attack)
         faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
             return ProtectionResult(pixels.copy(), faces, time.perf_counter() - start, {"steps": 0, "success": True},
