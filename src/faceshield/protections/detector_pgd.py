@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from faceshield import models, settings
+from faceshield import settings
 from faceshield.models import Detections
 from faceshield.protections.base import (ProtectionResult, merge_faces, momentum_step, region_mask, to_uint8,
                                          white_box_models)
