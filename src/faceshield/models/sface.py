@@ -37,9 +37,10 @@ def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, 
     return ((q.astype(np.float32) - expand(zero_point).astype(np.float32)) * expand(scale)).astype(np.float32)
 
 
-def float_weights(path: str | Path) -> tuple[list, dict[str, np.ndarray]]:
+def float_weights(path: str | Path, dequantize: bool = True) -> tuple[list, dict[str, np.ndarray]]:
     """The graph's compute nodes, in order, and every tensor they read, with each
-    DequantizeLinear (and the Reshape after it) folded into a float array."""
+    DequantizeLinear (and the Reshape after it) folded into a float array (zeros of the right
+    shape when `dequantize` is False: the structure alone, weights to come from the cache)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -50,7 +51,8 @@ def float_weights(path: str | Path) -> tuple[list, dict[str, np.ndarray]]:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "DequantizeLinear":
             q, s, z = (values[n] for n in node.input)
-            values[node.output[0]] = dequantize_blocks(q, s, z, attrs.get("axis", 1), attrs["block_size"])
+            values[node.output[0]] = (dequantize_blocks(q, s, z, attrs.get("axis", 1), attrs["block_size"])
+                                      if dequantize else np.zeros(q.shape, np.float32))
         elif node.op_type == "Reshape" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]].reshape(values[node.input[1]])
         elif node.op_type == "Constant":
@@ -64,13 +66,13 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, np.float32))
 
 
-def network(path: str | Path) -> torch.nn.Sequential:
+def network(path: str | Path, dequantize: bool = True) -> torch.nn.Sequential:
     """The SFace graph as torch layers. It is a single chain (input normalisation, 27 x
     Conv-BatchNorm-PReLU, BatchNorm, Dropout, Flatten, Gemm, BatchNorm; no branches), which
     is checked node by node while the layers are built."""
     import torch.nn as nn
 
-    nodes, v = float_weights(path)
+    nodes, v = float_weights(path, dequantize)
     layers, current = [], "data"
     for op, inputs, outputs, attrs in nodes:
         if inputs[0] != current:
@@ -143,8 +145,9 @@ def load_converted(cache_path: Path) -> SFace:
     from safetensors.torch import load_file, save_file
 
     source = resolve(ONNX_FILE)
-    net = network(source)  # the structure comes from the graph itself
-    if not cache_path.is_file():
+    cached = cache_path.is_file()
+    net = network(source, dequantize=not cached)  # the layer chain comes from the graph itself
+    if not cached:
         log.warning("dequantised %s -> %s (once)", source, cache_path)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
