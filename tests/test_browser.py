@@ -49,3 +49,31 @@ def test_upload_protect_and_download(page, tmp_path):
     downloaded = Image.open(saved)
     assert downloaded.format == "PNG" and not downloaded.getexif()
     assert len(models.load("mtcnn").detect(np.asarray(downloaded.convert("RGB")))) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["generator", "tip-im", "apf", "ddm", "blur"])
+def test_each_protection_in_the_browser(page, tmp_path, method):
+    """Choose the protection in the dropdown, protect, and download a metadata-free PNG that
+    differs from the photo."""
+    import re
+
+    from faceshield.examples import example_photos
+    from faceshield.protections import METHODS
+
+    source = example_photos()["astronaut"]
+    page.locator("input[type=file]").first.set_input_files(str(source))
+    page.wait_for_timeout(1500)
+    page.get_by_label("Protection").click()
+    page.get_by_role("option", name=METHODS[method].title).click()
+    page.get_by_role("button", name="Protect").click()
+    page.get_by_text(re.compile(rf"face\(s\) protected with {re.escape(method)} ")).wait_for(timeout=180_000)
+    with page.expect_download() as info:
+        page.get_by_test_id("download-link").first.click()
+    saved = tmp_path / f"{method}.png"
+    info.value.save_as(saved)
+    downloaded = Image.open(saved)
+    assert downloaded.format == "PNG" and not downloaded.getexif()
+    original = np.asarray(Image.open(source).convert("RGB"))
+    assert np.asarray(downloaded.convert("RGB")).shape == original.shape
+    assert not np.array_equal(np.asarray(downloaded.convert("RGB")), original)
