@@ -19,6 +19,7 @@ weights/README.md).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -72,6 +73,7 @@ def normalise_gradient(g: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).std(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
+@functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
     """(transfer network, universal perturbation in [-1, 1] x eps) from weights/apf.safetensors."""
     from safetensors import safe_open
@@ -86,9 +88,6 @@ def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval(), tensors["uap"]
-
-
-_cached: dict[str, tuple] = {}
 
 
 class APF:
@@ -121,12 +120,6 @@ class APF:
         self.weights_path, self.seed = weights_path, seed
         self.attack = self.attacks
 
-    def networks(self):
-        key = str(self.weights_path)
-        if key not in _cached:
-            _cached[key] = load_apf(self.weights_path)
-        return _cached[key]
-
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         settings.apply_threads()
         start = time.perf_counter()
@@ -134,7 +127,7 @@ class APF:
         if len(faces) == 0:
             return ProtectionResult(pixels.copy(), faces, time.perf_counter() - start, {"faces": 0},
                                     ["No face found: there is no identity to hide; the photo was left unchanged."])
-        transfer, uap = self.networks() if {"transfer", "uap"} & set(self.parts) else (None, None)
+        transfer, uap = load_apf(self.weights_path) if {"transfer", "uap"} & set(self.parts) else (None, None)
         probe = models.load(PROBE)
         points = FivePoints()
         generator = torch.Generator().manual_seed(self.seed)

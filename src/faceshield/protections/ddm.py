@@ -16,6 +16,8 @@ each face box, grown by 10%, is resized to 128x128, encrypted and resized back.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -74,6 +76,7 @@ class Discriminator(nn.Module):
         return self.net(x * 2 - 1)
 
 
+@functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
     """(G_e, G_d) from weights/ddm.safetensors (keys encrypt.* and decrypt.*)."""
     from safetensors import safe_open
@@ -91,16 +94,6 @@ def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
             p.requires_grad_(False)
         nets.append(net.eval())
     return nets[0], nets[1]
-
-
-_cached: dict[str, tuple[CodecNet, CodecNet]] = {}
-
-
-def codecs(path=None) -> tuple[CodecNet, CodecNet]:
-    key = str(path)
-    if key not in _cached:
-        _cached[key] = load_codecs(path)
-    return _cached[key]
 
 
 def _through(net: nn.Module, patch: np.ndarray) -> np.ndarray:
@@ -125,8 +118,8 @@ class DDMEncryption(_Obfuscation):
         self.weights_path = weights_path
 
     def obscure(self, patch):
-        return _through(codecs(self.weights_path)[0], patch)
+        return _through(load_codecs(self.weights_path)[0], patch)
 
     def decrypt(self, patch: np.ndarray) -> np.ndarray:
         """The authorised reconstruction G_d of an encrypted patch (same box)."""
-        return _through(codecs(self.weights_path)[1], patch)
+        return _through(load_codecs(self.weights_path)[1], patch)

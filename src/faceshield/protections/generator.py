@@ -14,6 +14,7 @@ full-resolution detail (the skip connections carry it) but also context the size
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -72,6 +73,7 @@ class PerturbationGenerator(nn.Module):
         return torch.tanh(self.head(y))[:, :, :h, :w]
 
 
+@functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_generator(path=None) -> PerturbationGenerator:
     """The trained generator from weights/ (its metadata: model.trained_against, ...)."""
     from safetensors import safe_open
@@ -86,9 +88,6 @@ def load_generator(path=None) -> PerturbationGenerator:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
-
-
-_cached: dict[str, PerturbationGenerator] = {}
 
 
 class GeneratorProtection:
@@ -121,10 +120,7 @@ class GeneratorProtection:
             return self.attacks
 
     def network(self) -> PerturbationGenerator:
-        key = str(self.weights_path)
-        if key not in _cached:
-            _cached[key] = load_generator(self.weights_path)
-        return _cached[key]
+        return load_generator(self.weights_path)
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         settings.apply_threads()

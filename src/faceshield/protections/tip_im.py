@@ -23,6 +23,7 @@ Success is checked on the 8-bit image, landmarks found again on it.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -210,7 +211,8 @@ class TIPIM:
         return True
 
 
-def builtin_target_photos() -> list[np.ndarray]:
+@functools.lru_cache(maxsize=1)  # fixed photos: found once per process, not per request
+def builtin_target_photos() -> tuple[np.ndarray, ...]:
     """The built-in target identities: the faces in the photos that installed packages ship
     (scikit-image's astronaut, ultralytics' bus and zidane), never a photo from the repo."""
     from faceshield.examples import example_photos
@@ -224,7 +226,7 @@ def builtin_target_photos() -> list[np.ndarray]:
             r0, r1 = int(max(0, y1 - h)), int(min(pixels.shape[0], y2 + h))
             c0, c1 = int(max(0, x1 - w)), int(min(pixels.shape[1], x2 + w))
             photos.append(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
-    return photos
+    return tuple(photos)
 
 
 def _embed(rec, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
