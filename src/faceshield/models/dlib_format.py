@@ -4,6 +4,7 @@ Format facts, from dlib's serialize.h, float_details.h and dnn/{core,layers,tens
 - integers: one control byte (low 4 bits: how many bytes follow, high bit: negative), then the
   magnitude in little-endian bytes;
 - strings: an integer length, then the characters;
+- floats (double): an integer mantissa then an integer exponent, value = m x 2^e;
 - tensors: version, num_samples, k, nr, nc (integers), then the values as raw float32 LE;
 - a network is written outermost layer first, each wrapper writing its sub-network before its
   own details, so the layers' own records appear in the file from the input side outwards.
@@ -30,6 +31,11 @@ class Reader:
         self.pos += 1 + size
         return -value if control & 0x80 else value
 
+    def real(self) -> float:
+        """dlib's portable float: an integer mantissa and an integer exponent (base 2)."""
+        mantissa = self.int()
+        return mantissa * 2.0 ** self.int()
+
     def string(self) -> str:
         size = self.int()
         text = self.data[self.pos:self.pos + size].decode("ascii")
@@ -54,7 +60,7 @@ class Layer:
 
 
 # Only layers with parameters are read; their version strings mark where each record starts.
-_MARKER = re.compile(rb"\x01(\x05con_[4-6]|\x07affine_|\x08affine_2|\x04fc_[23])")
+_MARKER = re.compile(rb"\x01(\x05con_[4-6]|\x07affine_|\x08affine_2|\x07bn_con2|\x04fc_[23])")
 
 
 def read_layers(data: bytes) -> list[Layer]:
@@ -72,6 +78,20 @@ def read_layers(data: bytes) -> list[Layer]:
             layers.append(Layer("con", {
                 "weight": weights.reshape(num_filters, -1, nr, nc), "bias": params[params.size - num_filters:],
                 "stride": stride, "padding": padding}))
+        elif version == "bn_con2":  # a trained batch norm: folded into an affine layer
+            params = r.tensor().reshape(-1)
+            for _ in range(2):  # gamma and beta alias_tensors: version, 4 sizes
+                [r.int() for _ in range(5)]
+            r.tensor(), r.tensor()  # batch means / inverse stds of the last training batch
+            running_means, running_variances = r.tensor().reshape(-1), r.tensor().reshape(-1)
+            r.int(), r.int()  # num_updates, running_stats_window_size
+            [r.real() for _ in range(4)]  # learning-rate and weight-decay multipliers
+            eps = r.real()
+            half = params.size // 2
+            # dlib's affine_(const bn_&): gamma / sqrt(var + eps), beta - mean x that
+            gamma = (params[:half] / np.sqrt(running_variances + eps)).astype(np.float32)
+            layers.append(Layer("affine", {"gamma": gamma, "beta": (params[half:] - gamma * running_means)
+                                           .astype(np.float32)}))
         elif version.startswith("affine_"):
             params = r.tensor().reshape(-1)
             half = params.size // 2

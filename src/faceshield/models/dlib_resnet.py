@@ -152,19 +152,9 @@ class DlibResNetTorchRecogniser(Recogniser):
 
 def load_converted(dat_path, cache_path) -> DlibResNet:
     """The network from a safetensors cache, converting dlib's .dat into it on first use."""
-    import logging
     from pathlib import Path
 
-    from safetensors.torch import load_file, save_file
+    from faceshield.weights import cached_conversion
 
-    cache_path = Path(cache_path)
-    model = DlibResNet()
-    if not cache_path.is_file():
-        logging.getLogger(__name__).warning("converting %s -> %s (once)", dat_path, cache_path)
-        converted = DlibResNet.from_dlib_file(Path(dat_path).read_bytes())
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in converted.state_dict().items()}, str(tmp))
-        tmp.replace(cache_path)  # atomic: concurrent processes never read half a file
-    model.load_state_dict(load_file(str(cache_path)))
-    return model.eval()
+    return cached_conversion(cache_path, DlibResNet(),
+                             lambda: DlibResNet.from_dlib_file(Path(dat_path).read_bytes()), dat_path)

