@@ -52,7 +52,7 @@ def test_upload_protect_and_download(page, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["generator", "tip-im", "apf", "ddm", "blur"])
+@pytest.mark.parametrize("method", ["generator", "tip-im", "apf", "ddm", "blur", "pixelate", "mask", "noise"])
 def test_each_protection_in_the_browser(page, tmp_path, method):
     """Choose the protection in the dropdown, protect, and download a metadata-free PNG that
     differs from the photo."""
