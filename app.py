@@ -42,13 +42,13 @@ def _on_gpu(fn):
 
 @_on_gpu
 def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
-        mode="dodging", robust=False, target_paths=None, progress=gr.Progress(track_tqdm=True)):
+        mode="dodging", robust=False, target_paths=None, norm="linf", progress=gr.Progress(track_tqdm=True)):
     if not image_path:
         raise gr.Error("Upload a photo first (or click an example).")
     try:
         page = protect_photo(image_path, method=method, eps=eps, steps=steps, whole_image=whole_image,
                              slow_judges=slow_judges, reference=reference_path or None, strength=strength,
-                             mode=mode, robust=robust, targets=target_paths or None)
+                             mode=mode, robust=robust, targets=target_paths or None, norm=norm)
     except ImageError as exc:
         raise gr.Error(str(exc)) from exc
     except WeightsUnavailable as exc:
@@ -120,6 +120,9 @@ def create_demo() -> gr.Blocks:
                     targets = gr.File(label="Target identities (photos; default: built-in faces of example photos)",
                                       file_count="multiple", file_types=["image"], type="filepath")
                     robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
+                    norm = gr.Radio([("Max change per pixel (L-inf)", "linf"),
+                                     ("Average (RMS) change over the faces (L2)", "l2")],
+                                    value="linf", label="What the strength bounds")
                     reference = gr.Image(label="Optional: another photo of the same person", type="filepath",
                                          format="png")
                 button = gr.Button("Protect", variant="primary")
@@ -173,7 +176,7 @@ def create_demo() -> gr.Blocks:
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)
         button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust,
-                           targets],
+                           targets, norm],
                      [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
                      api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT)
     return demo

@@ -93,3 +93,25 @@ def test_switches_and_no_face():
     assert np.array_equal(result.pixels, flat) and "No face" in result.notices[0]
     with pytest.raises(ValueError):
         TIPIM(mode="impersonate")
+    with pytest.raises(ValueError):
+        TIPIM(norm="l1")
+
+
+def test_l2_budget_holds_after_rounding(photos):
+    """norm="l2": whole grey levels, only inside the face regions, and an L2 norm within
+    eps x sqrt(values in the face regions), even though single pixels may exceed eps."""
+    import torch
+
+    from faceshield.protections.base import l2_round, region_mask
+
+    pixels = photos["astronaut"]
+    tip = TIPIM(eps=3, norm="l2", steps=4, check_every=100)
+    result = tip(pixels)
+    change = result.pixels.astype(np.float64) - pixels
+    mask = region_mask(pixels.shape[:2], result.faces.boxes, tip.face_margin)
+    assert np.abs(change).sum() > 0 and np.abs(change[mask == 0]).sum() == 0
+    assert np.sqrt((change ** 2).sum()) <= 3 * np.sqrt(3 * mask.sum()) + 1e-6
+    # rounding that would overshoot the ball is shrunk back into it
+    delta = torch.full((1, 3, 8, 8), 0.5)
+    out = l2_round(delta, torch.full((1, 3, 8, 8), 100.0), radius=float(delta.norm()))
+    assert out.norm() <= delta.norm() and torch.equal(out, out.round())

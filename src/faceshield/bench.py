@@ -37,6 +37,7 @@ def _label(method: str, options: dict) -> str:
     extra = [f"attacks {'+'.join(options['attack'])}"] if options.get("attack") else []
     extra += [options["mode"]] if options.get("mode") else []
     extra += ["robust"] if options.get("robust") else []
+    extra += [f"L2 {options['eps']:g}"] if options.get("norm") == "l2" else []
     extra += ["+".join(options["parts"])] if options.get("parts") else []
     extra += [f"margin {options['margin']:g}"] if options.get("margin") is not None else []
     extra += [f"{options['steps']} steps"] if options.get("steps") else []

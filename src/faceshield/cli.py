@@ -39,7 +39,10 @@ def _inputs(paths: list[str]) -> list[Path]:
 
 def add_protection_options(p) -> None:
     """The knobs every protection command shares (protect and bench)."""
-    p.add_argument("--eps", type=float, default=8, help="L-inf budget in grey levels out of 255 (default 8)")
+    p.add_argument("--eps", type=float, default=8,
+                   help="budget in grey levels out of 255 (default 8): L-inf, or with --norm l2 the RMS change "
+                        "over the face regions")
+    p.add_argument("--norm", choices=["linf", "l2"], help="tip-im: L-inf (default) or L2 budget")
     p.add_argument("--steps", type=int, help="iterations for iterative methods")
     p.add_argument("--strength", type=float,
                    help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level")
@@ -62,7 +65,7 @@ def protect_options(args) -> dict:
     from faceshield.images import load_image
 
     options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
-               "margin": args.margin,
+               "margin": args.margin, "norm": args.norm,
                "attack": tuple(args.attack) if args.attack else None}
     if getattr(args, "whole_image", False):
         options["whole_image"] = True

@@ -43,7 +43,7 @@ RECOGNISER_COLUMNS = ["recogniser", "face", "original vs protected", "same perso
 def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: int | None = None,
                   whole_image: bool = False, slow_judges: bool = False, reference=None,
                   strength: float | None = None, mode: str | None = None, robust: bool = False,
-                  targets: list | None = None) -> PageResult:
+                  targets: list | None = None, norm: str | None = None) -> PageResult:
     """Load `source` (path/bytes/array), protect it, judge it, and save the download PNG.
     `targets`: photos (paths/arrays) of target identities for targeted identity masks.
     Raises faceshield.images.ImageError for unusable input."""
@@ -51,7 +51,7 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
     ref_pixels = load_image(reference).pixels if reference is not None else None
     target_pixels = [load_image(t).pixels for t in targets] if targets else None
     protection = build(method, eps=eps, steps=int(steps) if steps else None, whole_image=whole_image,
-                       strength=strength, mode=mode, robust=robust or None, targets=target_pixels)
+                       strength=strength, mode=mode, robust=robust or None, targets=target_pixels, norm=norm)
     result = protection(loaded.pixels)
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
     # Identities are compared on the faces the protection worked on (when it found any): the

@@ -71,6 +71,35 @@ def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momen
     return grad_avg
 
 
+def l2_step(delta, grad, grad_avg, x0, mask, radius: float, step: float, momentum: float):
+    """One momentum step under an L2 budget, in place on `delta` (float grey levels): move
+    `step` (L2, grey levels) along the momentum direction, project onto the ball of `radius`
+    and keep x0 + delta inside [0, 255]. Rounding waits for l2_round(): under an L2 budget a
+    step spread over the face is far less than a grey level per pixel."""
+    import torch
+
+    with torch.no_grad():
+        grad = grad * mask
+        grad_avg = momentum * grad_avg + grad / grad.norm().clamp_min(1e-12)
+        delta -= step * grad_avg / grad_avg.norm().clamp_min(1e-12)
+        delta *= (radius / delta.norm().clamp_min(1e-12)).clamp(max=1.0)
+        delta.copy_((x0 + delta).clamp(0, 255) - x0)
+    return grad_avg
+
+
+def l2_round(delta, x0, radius: float):
+    """Whole grey levels with the L2 norm still <= radius: round; while rounding pushed the
+    norm over, round a slightly shrunk delta instead (ends: at scale 0 the norm is 0)."""
+    import torch
+
+    with torch.no_grad():
+        scale, out = 1.0, torch.round(delta)
+        while out.norm() > radius:
+            scale *= 0.98
+            out = torch.round(delta * scale)
+        return (x0 + out).clamp(0, 255) - x0
+
+
 def white_box_models(keys) -> tuple[list, dict[str, str]]:
     """The differentiable models among `keys` that load here, and {key: reason} for the rest;
     RuntimeError when none is left to attack."""

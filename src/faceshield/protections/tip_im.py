@@ -33,15 +33,19 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult, momentum_step, region_mask, to_uint8, white_box_models
+from faceshield.protections.base import (ProtectionResult, l2_round, l2_step, momentum_step, region_mask, to_uint8,
+                                         white_box_models)
 
 class TIPIM:
     """Hide identities from face recognisers: dodging, or steering towards target identities.
 
     Args:
-        eps: L-inf budget in grey levels (default 8).
+        eps: budget in grey levels (default 8): the L-inf bound, or with norm="l2" the RMS
+            change over the face regions (L2 norm = eps x sqrt(values in the face regions)).
+        norm: "linf" (default) or "l2", the paper's other budget: an L2 ball lets the mask
+            put more change where it matters and less elsewhere.
         steps: maximum iterations (default 60).
-        step_size: grey levels per step (default 1).
+        step_size: grey levels per step (default 1); under L2, 1/8 of the radius per unit.
         momentum: MI-FGSM decay (default 1.0).
         attack: differentiable recognisers to attack (default: every one in the registry).
         mode: "dodging" (just do not match) or "targeted" (match a target identity).
@@ -72,9 +76,13 @@ class TIPIM:
                  attack: tuple[str, ...] = attacks, mode: str = "dodging", targets: list | None = None,
                  margin: float = 0.25, mmd_weight: float = 1.0, landmark_jitter: float = 0.015,
                  diversity: float = 0.5, robust: bool = False, insert_every: int = 10,
-                 face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3, seed: int = 0):
+                 face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3, seed: int = 0,
+                 norm: str = "linf"):
         if mode not in ("dodging", "targeted"):
             raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
+        self.norm = norm
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
         self.attack, self.mode, self.target_photos = tuple(attack), mode, targets
         self.margin, self.mmd_weight, self.robust = margin, mmd_weight, robust
@@ -105,6 +113,7 @@ class TIPIM:
                 notices.append("No usable target identity (every candidate looks like a face in this photo): "
                                "protected in dodging mode instead.")
         clean_patches = _patches(x0 / 255.0, mask)
+        radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
         delta = torch.zeros_like(x0, requires_grad=True)
         grad_avg = torch.zeros_like(x0)
         history, success, extra, steps_done = [], False, None, 0
@@ -140,8 +149,15 @@ class TIPIM:
                     break
                 extra -= 1
             (grad,) = torch.autograd.grad(loss, delta)
-            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
+            if self.norm == "l2":
+                grad_avg = l2_step(delta, grad, grad_avg, x0, m, radius, self.step_size * radius / 8, self.momentum)
+            else:
+                grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
         bar.close()
+        if self.norm == "l2":  # whole grey levels, still inside the ball; judged as rounded
+            with torch.no_grad():
+                delta.copy_(l2_round(delta * m, x0, radius))
+            success = False
         if not success:
             success = self._succeeded(clean, candidates, chosen, faces, x0, delta, m)
         out = to_uint8(x0 + delta * m)
@@ -151,6 +167,7 @@ class TIPIM:
                            "raise the budget or the number of steps.")
         info = {"steps": steps_done, "success": bool(success), "identity_loss": history, "mode": self.mode,
                 "attacked": [r.name for r in recs], "unavailable_attacked": missing, "robust": self.robust,
+                "norm": self.norm,
                 # per face: indices into the target photos (targets, or builtin_target_photos())
                 "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else []}
         return ProtectionResult(out, faces, time.perf_counter() - start, info, notices)
