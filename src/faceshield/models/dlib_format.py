@@ -101,3 +101,22 @@ def read_layers(data: bytes) -> list[Layer]:
             weights = r.tensor().reshape(-1)[: num_inputs * num_outputs]
             layers.append(Layer("fc", {"weight": weights.reshape(num_inputs, num_outputs)}))
     return layers
+
+
+def copy_parameters(convs, affines, file_convs: list[dict], file_affines: list[dict]) -> None:
+    """Copy a dlib file's con and affine parameters into torch Conv2d / Affine modules, in
+    order, checking every convolution's shape, stride and padding against the file's."""
+    import torch
+
+    with torch.no_grad():
+        for conv, p in zip(convs, file_convs, strict=True):
+            if p["weight"].shape != tuple(conv.weight.shape) or (p["stride"], p["padding"]) != (
+                    conv.stride[0], conv.padding[0]):
+                raise ValueError(f"conv mismatch: file {p['weight'].shape} stride {p['stride']} "
+                                 f"padding {p['padding']} vs {tuple(conv.weight.shape)}")
+            conv.weight.copy_(torch.from_numpy(p["weight"]))
+            conv.bias.copy_(torch.from_numpy(p["bias"]))
+        for affine, p in zip(affines, file_affines, strict=True):
+            affine.gamma.copy_(torch.from_numpy(p["gamma"]))
+            affine.beta.copy_(torch.from_numpy(p["beta"]))
+

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from faceshield.models.base import Detections, Detector
-from faceshield.models.dlib_format import Reader, read_layers
+from faceshield.models.dlib_format import Reader, copy_parameters, read_layers
 from faceshield.models.dlib_resnet import MEAN_RGB, Affine
 
 PADDING, OUTER_PADDING = 10, 11  # input_rgb_image_pyramid's defaults (the file's version 1)
@@ -64,17 +64,7 @@ class MMODNet(nn.Module):
         targets = list(model.convs) + [model.head]
         if (len(convs), len(affines)) != (len(targets), len(model.affines)):
             raise ValueError(f"{len(convs)} con / {len(affines)} bn layers; MMOD has 7 / 6")
-        with torch.no_grad():
-            for conv, p in zip(targets, convs):
-                if p["weight"].shape != tuple(conv.weight.shape) or (p["stride"], p["padding"]) != (
-                        conv.stride[0], conv.padding[0]):
-                    raise ValueError(f"conv mismatch: file {p['weight'].shape} stride {p['stride']} "
-                                     f"padding {p['padding']} vs {tuple(conv.weight.shape)}")
-                conv.weight.copy_(torch.from_numpy(p["weight"]))
-                conv.bias.copy_(torch.from_numpy(p["bias"]))
-            for affine, p in zip(model.affines, affines):
-                affine.gamma.copy_(torch.from_numpy(p["gamma"]))
-                affine.beta.copy_(torch.from_numpy(p["beta"]))
+        copy_parameters(targets, model.affines, convs, affines)
         return model.eval()
 
 

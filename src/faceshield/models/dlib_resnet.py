@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from faceshield.models.base import Recogniser
-from faceshield.models.dlib_format import read_layers
+from faceshield.models.dlib_format import copy_parameters, read_layers
 
 MEAN_RGB = (122.782, 117.001, 104.298)
 CHIP_SIZE = 150
@@ -98,17 +98,8 @@ class DlibResNet(nn.Module):
         if (len(file_convs), len(file_affines), len(file_fc)) != (len(convs), len(affines), 1):
             raise ValueError(f"layer counts {len(file_convs)}/{len(file_affines)}/{len(file_fc)} "
                              f"do not match dlib's ResNet-29 ({len(convs)}/{len(affines)}/1)")
+        copy_parameters(convs, affines, file_convs, file_affines)
         with torch.no_grad():
-            for conv, p in zip(convs, file_convs):
-                if p["weight"].shape != tuple(conv.weight.shape) or (p["stride"], p["padding"]) != (
-                        conv.stride[0], conv.padding[0]):
-                    raise ValueError(f"conv mismatch: file {p['weight'].shape} stride {p['stride']} "
-                                     f"padding {p['padding']} vs {tuple(conv.weight.shape)}")
-                conv.weight.copy_(torch.from_numpy(p["weight"]))
-                conv.bias.copy_(torch.from_numpy(p["bias"]))
-            for affine, p in zip(affines, file_affines):
-                affine.gamma.copy_(torch.from_numpy(p["gamma"]))
-                affine.beta.copy_(torch.from_numpy(p["beta"]))
             model.fc.weight.copy_(torch.from_numpy(np.ascontiguousarray(file_fc[0]["weight"].T)))
         return model.eval()
 

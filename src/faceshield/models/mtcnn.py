@@ -21,7 +21,8 @@ class MTCNNDetector(Detector):
     name = "MTCNN"
     differentiable = True
 
-    def __init__(self, min_face_size: int = 20, margin: float = 1.0, max_candidates: int = 48):
+    def __init__(self, min_face_size: int = 20, margin: float = 1.0, max_candidates: int = 48,
+                 proposal_weight: float = 0.0):
         from facenet_pytorch import MTCNN
 
         settings.apply_threads()
@@ -33,6 +34,10 @@ class MTCNNDetector(Detector):
         # The loss pushes each candidate below (threshold - margin) in logit space, so that
         # 8-bit rounding of the result cannot lift a face back over the threshold.
         self.margin, self.max_candidates = margin, max_candidates
+        # > 0 adds P-Net's dense term (proposal_loss): no help to a per-image attack on large
+        # faces, but a smooth signal over every window for a generator that must learn
+        # from few steps what fools the first stage.
+        self.proposal_weight = proposal_weight
         self._pnet = _logits_twin(self.mtcnn.pnet, "softmax4_1")
         self._rnet = _logits_twin(self.mtcnn.rnet, "softmax5_1")
         self._onet = _logits_twin(self.mtcnn.onet, "softmax6_1")
@@ -93,11 +98,26 @@ class MTCNNDetector(Detector):
                     # full-size gradient, and the rest are taken in later steps.
                     alive = alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates]]
                     boxes = boxes[alive]
+        dense = self.proposal_weight * self.proposal_loss(img, region, tau[0]) if self.proposal_weight else 0.0
         if len(boxes) == 0:
-            return img.sum() * 0.0
+            return img.sum() * 0.0 + dense
         m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
         m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r.detach()), 48)
-        return (F.relu(m_r - tau[1]) + F.relu(m_o - tau[2])).sum()
+        return (F.relu(m_r - tau[1]) + F.relu(m_o - tau[2])).sum() + dense
+
+    def proposal_loss(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> torch.Tensor:
+        """Sum, over every P-Net window of the pyramid centred in `region`, of how far its face
+        logit margin is above `tau`. img: (1, 3, H, W) in [0, 255]."""
+        _, _, h, w = img.shape
+        total = img.sum() * 0.0
+        for s in self._scales(h, w):
+            im = F.interpolate(img, size=(int(h * s + 1), int(w * s + 1)), mode="area")
+            _, logits = self._pnet((im - 127.5) * 0.0078125)
+            margin = logits[0, 1] - logits[0, 0]
+            ys = ((torch.arange(margin.shape[0], device=img.device) * 2 + 6) / s).long().clamp(max=h - 1)
+            xs = ((torch.arange(margin.shape[1], device=img.device) * 2 + 6) / s).long().clamp(max=w - 1)
+            total = total + (F.relu(margin - tau) * (region[ys][:, xs] > 0)).sum()
+        return total
 
     def _proposals(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> torch.Tensor:
         """(N, 4) square boxes of P-Net windows centred in `region` with logit margin > tau."""
