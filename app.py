@@ -106,7 +106,8 @@ def create_demo() -> gr.Blocks:
                 image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
                 method = gr.Dropdown([(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd",
                                      label="Protection")
-                eps = gr.Slider(1, 16, value=8, step=1, label="Strength: max change per pixel (grey levels of 255)")
+                eps = gr.Slider(1, 16, value=8, step=1, label="Strength: max change per pixel, in grey levels of 255 "
+                                "(RMS change over the faces with the L2 budget)")
                 with gr.Accordion("Advanced options", open=False):
                     steps = gr.Slider(10, 300, value=80, step=10, label="Maximum iterations")
                     whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
