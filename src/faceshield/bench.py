@@ -142,7 +142,8 @@ def run_identity_bench(dataset: Path, methods: list[str], options: dict | None =
     boxes = {p: models.largest_face(px) for p, px in photos.items()}
     pairs = [(a, b) for a, b in pairs if boxes[a] is not None and boxes[b] is not None]
     clean_emb = {(k, p): r.embed(photos[p], boxes[p]) for k, r in recs.items() for p in photos if boxes[p] is not None}
-    results = {"dataset": str(dataset), "eps": options["eps"], "pairs": len(pairs), "methods": {}}
+    results = {"dataset": str(dataset), "eps": options["eps"], "norm": options.get("norm") or "linf",
+               "pairs": len(pairs), "methods": {}}
     for method in methods:
         protection, attacked = _build(method, options)
         protected, rows, used = {}, [], {}
@@ -205,9 +206,15 @@ def _target_embeddings(recs: dict) -> dict[str, list[np.ndarray]]:
     return {k: [r.embed(t, box) if box is not None else None for t, box in zip(targets, faces)] for k, r in recs.items()}
 
 
+def _budget(results: dict) -> str:
+    if results.get("norm") == "l2":
+        return f"L2 budget: RMS {results['eps']:g} grey levels over the face regions"
+    return f"L-inf budget {results['eps']:g}/255"
+
+
 def format_identity_table(results: dict) -> str:
     lines = [f"{results['pairs']} same-person pairs; protected img_a vs clean img_b; "
-             f"L-inf budget {results['eps']:g}/255 for the adversarial methods; PSR = protection success rate "
+             f"{_budget(results)} for the adversarial methods; PSR = protection success rate "
              "(pairs no longer matched); after JPEG q75 / a 0.5x resize of the protected photo", "",
              "| method | recogniser | match clean | PSR | PSR JPEG75 | PSR 0.5x | target match | PSNR dB | SSIM | s/photo |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
