@@ -87,6 +87,7 @@ def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
     net.load_state_dict({k[len("transfer."):]: v for k, v in tensors.items() if k.startswith("transfer.")})
     for p in net.parameters():
         p.requires_grad_(False)
+    net.trained_against = tuple(meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(","))
     return net.eval(), tensors["uap"]
 
 
@@ -118,7 +119,18 @@ class APF:
             raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts}")
         self.eps, self.parts, self.probe_steps = eps, tuple(parts), probe_steps
         self.weights_path, self.seed = weights_path, seed
-        self.attack = self.attacks
+
+    @property
+    def attack(self) -> tuple[str, ...]:
+        """White-box for this filter: the probe, plus the recognisers its trained parts were
+        trained against (read from the weights, so leave-one-out weights are judged fairly)."""
+        if not {"transfer", "uap"} & set(self.parts):
+            return (PROBE,)
+        try:
+            ensemble = load_apf(self.weights_path)[0].trained_against
+        except Exception:  # weights missing: the protection will say so when called
+            return self.attacks
+        return tuple(dict.fromkeys((PROBE, *ensemble)))
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
         settings.apply_threads()
