@@ -38,7 +38,7 @@ def training_photos(root: Path) -> list[Path]:
 
 def load_tensors(paths: list[Path]) -> list[torch.Tensor]:
     """(3, H, W) uint8 tensors, read through the app's own loader (EXIF, colour modes)."""
-    return [torch.from_numpy(np.ascontiguousarray(load_image(p).pixels)).permute(2, 0, 1) for p in paths]
+    return [torch.from_numpy(np.array(load_image(p).pixels)).permute(2, 0, 1) for p in paths]  # a writable copy
 
 
 def augmenter(size: int, jpeg: bool = True):
