@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from faceshield import models
 from faceshield.models import Detections
-from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
+from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate, identity_leakage
 from faceshield.images import load_image, pil_open
 from faceshield.metrics import average_precision, image_quality, match_detections
 from faceshield.protections import build
@@ -125,29 +125,52 @@ def _degradations(pixels: np.ndarray, box: np.ndarray) -> dict[str, tuple[np.nda
     return {"jpeg75": (jpeg, box), "resize0.5": (half, box * np.array([w // 2 / w, h // 2 / h] * 2))}
 
 
+def _pairs(dataset: Path) -> list[tuple[str, str, bool]]:
+    """pairs.csv as (photo a, photo b, same person?), photo paths relative to the dataset."""
+    import csv
+
+    with open(dataset / "pairs.csv", newline="") as f:
+        return [(r["img_a"], r["img_b"], r["same"].strip() == "1") for r in csv.DictReader(f)]
+
+
+def _people(photos) -> dict[str, str]:
+    """{photo: person}: identities/<person>/<n>.jpg."""
+    return {p: Path(p).parent.name for p in photos}
+
+
 def run_identity_bench(dataset: Path, methods: list[str], options: dict | None = None,
-                       out_dir: Path = Path("bench_results/identity"), limit: int | None = None) -> dict:
+                       out_dir: Path = Path("bench_results/identity"), limit: int | None = None,
+                       adaptive: bool = False) -> dict:
     """Protection success rate on same-person pairs (pairs.csv): protect img_a, compare its
     face with the clean img_b's at each recogniser's own threshold; also after JPEG q75 and a
     0.5x resize of the protected photo; and, for targeted protection, how often the
-    protected face matches the target identity it was steered to."""
-    import csv
+    protected face matches the target identity it was steered to.
 
+    adaptive: also protect every photo of pairs.csv and judge the attacker who knows the
+    protection (evaluation.identity_leakage on protected-vs-protected pairs and rank-1)."""
     options = {"eps": 8, **(options or {})}
-    with open(dataset / "pairs.csv", newline="") as f:
-        pairs = [(r["img_a"], r["img_b"]) for r in csv.DictReader(f) if r["same"].strip() == "1"]
+    every_pair = _pairs(dataset)
+    pairs = [(a, b) for a, b, same in every_pair if same]
     pairs = pairs[:limit] if limit else pairs
+    wanted = {p for pair in pairs for p in pair}
+    if adaptive:  # with --limit: the pairs among the photos of the first N same-person pairs
+        every_pair = [(a, b, same) for a, b, same in every_pair if not limit or {a, b} <= wanted]
+        wanted |= {p for a, b, _ in every_pair for p in (a, b)}
     recs, _ = models.available(DEFAULT_RECOGNISERS)
-    photos = {p: load_image(dataset / p).pixels for pair in pairs for p in pair}
+    photos = {p: load_image(dataset / p).pixels for p in sorted(wanted)}
     boxes = {p: models.largest_face(px) for p, px in photos.items()}
     pairs = [(a, b) for a, b in pairs if boxes[a] is not None and boxes[b] is not None]
     clean_emb = {(k, p): r.embed(photos[p], boxes[p]) for k, r in recs.items() for p in photos if boxes[p] is not None}
     results = {"dataset": str(dataset), "eps": options["eps"], "norm": options.get("norm") or "linf",
                "pairs": len(pairs), "methods": {}}
+    to_protect = sorted({a for a, _ in pairs} | ({p for p in photos if boxes[p] is not None} if adaptive else set()))
+    if adaptive:
+        results["leakage_clean"] = {k: identity_leakage(r, {p: e for (kk, p), e in clean_emb.items() if kk == k},
+                                                        every_pair, _people(photos)) for k, r in recs.items()}
     for method in methods:
         protection, attacked = _build(method, options)
         protected, rows, used = {}, [], {}
-        for a in tqdm(sorted({a for a, _ in pairs}), desc=f"identity {method}", unit="photo"):
+        for a in tqdm(to_protect, desc=f"identity {method}", unit="photo"):
             t = time.perf_counter()
             result = protection(photos[a], faces=Detections(boxes[a][None], np.ones(1, np.float32)))
             protected[a] = result.pixels
@@ -171,6 +194,9 @@ def run_identity_bench(dataset: Path, methods: list[str], options: dict | None =
                 row["target_match"] = float(np.mean([
                     any(r.is_match(r.score(r.embed(protected[a], boxes[a]), target_emb[k][t])) for t in used[a])
                     for a in protected]))
+            if adaptive:
+                row["leakage"] = identity_leakage(r, {a: r.embed(protected[a], boxes[a]) for a in protected},
+                                                  every_pair, _people(protected))
             per_rec[k] = row
         results["methods"][_label(method, options)] = {
             "recognisers": per_rec, "photos": rows, "psnr": float(np.mean([r["psnr"] for r in rows])),
@@ -225,6 +251,8 @@ def format_identity_table(results: dict) -> str:
             lines.append(f"| {method} | {key}{tag} | {r['match_clean']:.1%} | {r['psr']:.1%} | {r['psr_jpeg75']:.1%} "
                          f"| {r['psr_resize0.5']:.1%} | {target} | {res['psnr']:.1f} | {res['ssim']:.3f} "
                          f"| {res['seconds_per_photo']:.1f} |")
+    if "leakage_clean" in results:
+        lines += _leakage_table(results)
     for method, res in results["methods"].items():
         if res.get("recovery"):
             r = res["recovery"]
@@ -232,6 +260,26 @@ def format_identity_table(results: dict) -> str:
                          f"SSIM {r['ssim']:.3f}; dlib still matches the decrypted face to the original on "
                          f"{r['dlib_match_rate']:.0%} of photos")
     return "\n".join(lines) + "\n"
+
+
+def _leakage_table(results: dict) -> list[str]:
+    """The attacker who knows the protection: both photos of every pair protected the same way."""
+    some = next(iter(results["leakage_clean"].values()))
+    lines = ["", f"Attacker who knows the protection (McPherson et al. 2016): every photo protected the same "
+             f"way, {some['pairs']} same/different pairs compared protected-vs-protected; ROC AUC 0.5 and rank-1 at "
+             f"chance ({some['rank1_chance']:.1%}) mean no identity is left", "",
+             "| method | recogniser | accuracy at threshold | TPR | TNR | ROC AUC | rank-1 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    rows = [("clean", results["leakage_clean"])]
+    rows += [(m, {k: r["leakage"] for k, r in res["recognisers"].items()}) for m, res in results["methods"].items()]
+    def show(v, fmt):  # nan when a limited run has no different-person pairs
+        return "-" if np.isnan(v) else format(v, fmt)
+
+    for method, per_rec in rows:
+        for key, x in per_rec.items():
+            lines.append(f"| {method} | {key} | {show(x['accuracy'], '.1%')} | {show(x['tpr'], '.1%')} "
+                         f"| {show(x['tnr'], '.1%')} | {show(x['auc'], '.3f')} | {show(x['rank1'], '.1%')} |")
+    return lines
 
 
 def format_table(results: dict) -> str:
@@ -262,13 +310,8 @@ def run_zoo_bench(dataset: Path, out_dir: Path = Path("bench_results/zoo"), repe
     """The model zoo on clean photos: each recogniser's verification accuracy at its own
     threshold and ROC AUC on pairs.csv; each detector's recall and AP on the annotated photos;
     every model's forward and forward+backward time on this machine."""
-    import csv
-
-    from sklearn.metrics import roc_auc_score
-
     results = {"dataset": str(dataset), "recognisers": {}, "detectors": {}, "timing": {}}
-    with open(dataset / "pairs.csv", newline="") as f:
-        pairs = [(r["img_a"], r["img_b"], r["same"].strip() == "1") for r in csv.DictReader(f)]
+    pairs = _pairs(dataset)
     photos = {p: load_image(dataset / p).pixels for a, b, _ in pairs for p in (a, b)}
     boxes = {p: models.largest_face(px) for p, px in tqdm(photos.items(), desc="faces", unit="photo")}
     pairs = [(a, b, same) for a, b, same in pairs if boxes[a] is not None and boxes[b] is not None]
@@ -276,14 +319,8 @@ def run_zoo_bench(dataset: Path, out_dir: Path = Path("bench_results/zoo"), repe
     for key, rec in recs.items():
         emb = {p: rec.embed(px, boxes[p]) for p, px in tqdm(photos.items(), desc=key, unit="photo")
                if boxes[p] is not None}
-        scores = np.array([rec.score(emb[a], emb[b]) for a, b, _ in pairs])
-        same = np.array([s for *_, s in pairs])
-        predicted = np.array([rec.is_match(s) for s in scores])
-        similarity = -scores if rec.metric == "euclidean" else scores
         results["recognisers"][key] = {"name": rec.name, "threshold": rec.threshold, "metric": rec.metric,
-                                       "pairs": len(pairs), "accuracy": float(np.mean(predicted == same)),
-                                       "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])),
-                                       "auc": float(roc_auc_score(same, similarity))}
+                                       **identity_leakage(rec, emb, pairs, _people(emb))}
     dets, det_missing = models.available(models.names(kind="detector"))
     annotated = [(p, t) for p, t in _photos(dataset, None) if t is not None]
     for key, det in dets.items():

@@ -118,7 +118,7 @@ def cmd_bench(args) -> int:
         return 0
     if args.pairs:
         run_identity_bench(Path(args.dataset), args.methods, protect_options(args),
-                           out_dir=Path(args.out) / "identity", limit=args.limit)
+                           out_dir=Path(args.out) / "identity", limit=args.limit, adaptive=args.adaptive)
         return 0
     run_bench(Path(args.dataset), args.methods, protect_options(args), out_dir=Path(args.out), slow=args.slow,
               limit=args.limit, annotated_only=not args.all_photos)
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also photos without boxes.json ground truth (judged against clean detections)")
     b.add_argument("--pairs", action="store_true",
                    help="identity benchmark: protection success rate on pairs.csv's same-person pairs")
+    b.add_argument("--adaptive", action="store_true",
+                   help="with --pairs: protect every photo and judge the attacker who knows the protection "
+                        "(protected-vs-protected verification AUC and rank-1 identification)")
     b.add_argument("--zoo", action="store_true",
                    help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)")
     b.set_defaults(func=cmd_bench)

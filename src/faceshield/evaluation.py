@@ -130,3 +130,38 @@ def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[st
                                         time.perf_counter() - t, rec.note))
     return Evaluation(faces, det_views, rec_views, image_quality(original, protected), unavailable,
                       time.perf_counter() - start)
+
+
+def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str, bool]],
+                     people: dict[str, str]) -> dict:
+    """How much identity a set of face embeddings carries, for one recogniser.
+
+    embeddings: {photo: embedding}; pairs: (photo a, photo b, same person?); people: {photo: person}.
+    Returns verification on the pairs (accuracy at the recogniser's own threshold, TPR, TNR and
+    the threshold-free ROC AUC) and leave-one-out rank-1 identification (the share of photos
+    whose most similar other photo shows the same person) with its chance level. Given
+    embeddings of obfuscated photos on both sides, this is the attacker of McPherson et al.
+    (2016) who obfuscates his own gallery the same way and picks his own threshold.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    pairs = [(a, b, same) for a, b, same in pairs if a in embeddings and b in embeddings]
+    scores = np.array([recogniser.score(embeddings[a], embeddings[b]) for a, b, _ in pairs])
+    same = np.array([s for *_, s in pairs], bool)
+    predicted = np.array([recogniser.is_match(s) for s in scores], bool)
+    sign = -1.0 if recogniser.metric == "euclidean" else 1.0  # similarity: higher = more alike
+    auc = float(roc_auc_score(same, sign * scores)) if 0 < same.sum() < len(same) else float("nan")
+    photos = sorted(embeddings)
+    hits, chance = [], []
+    for p in photos:
+        others = [q for q in photos if q != p]
+        if not any(people[q] == people[p] for q in others):
+            continue  # nobody to find
+        best = max(others, key=lambda q: sign * recogniser.score(embeddings[p], embeddings[q]))
+        hits.append(people[best] == people[p])
+        chance.append(np.mean([people[q] == people[p] for q in others]))
+    return {"pairs": len(pairs), "accuracy": float(np.mean(predicted == same)),
+            "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])), "auc": auc,
+            "rank1": float(np.mean(hits)) if hits else float("nan"),
+            "rank1_chance": float(np.mean(chance)) if chance else float("nan"), "photos": len(hits)}
+

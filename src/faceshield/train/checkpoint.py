@@ -44,7 +44,7 @@ class Run:
 
     def log(self, **values) -> None:
         row = {"step": self.step, "seconds": round(time.time() - self.started, 1)}
-        row.update({k: round(float(v), 5) for k, v in values.items()})
+        row.update({k: round(float(v.detach() if torch.is_tensor(v) else v), 5) for k, v in values.items()})
         with open(self.dir / "log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
