@@ -8,6 +8,7 @@ from faceshield import models
 from faceshield.images import png_roundtrip
 from faceshield.metrics import image_quality
 from faceshield.protections import build
+from faceshield.protections.obfuscation import face_region
 
 
 def _mtcnn_confidence(pixels, box) -> float:
@@ -61,9 +62,8 @@ def test_ddm_encrypts_visibly_and_decrypts_partly(photos):
     protection = build("ddm")
     result = protection(pixels)
     assert len(result.faces) >= 1
-    x1, y1, x2, y2 = result.faces.boxes[0]
-    mw, mh = (x2 - x1) * 0.1, (y2 - y1) * 0.1  # the region the obfuscation covers
-    region = (slice(int(max(0, y1 - mh)), int(y2 + mh)), slice(int(max(0, x1 - mw)), int(x2 + mw)))
+    r0, r1, c0, c1 = face_region(result.faces.boxes[0], pixels.shape)  # the region the obfuscation covers
+    region = (slice(r0, r1), slice(c0, c1))
     encrypted_q = image_quality(pixels[region], result.pixels[region])
     assert encrypted_q["psnr"] < 20  # a visible obfuscation
     restored = protection.decrypt(np.ascontiguousarray(result.pixels[region]))

@@ -22,6 +22,15 @@ from faceshield.protections.base import ProtectionResult, merge_faces
 FACE_FINDERS = ("mtcnn", "dlib-hog", "haar")
 
 
+def face_region(box, shape: tuple[int, ...], margin: float = 0.1) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1) that an obfuscation covers: the x1y1x2y2 box grown by `margin`
+    x its size per side, clipped to an image of `shape` (H, W, ...)."""
+    x1, y1, x2, y2 = box
+    h, w = shape[:2]
+    mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+    return int(max(0, y1 - mh)), int(min(h, y2 + mh)), int(max(0, x1 - mw)), int(min(w, x2 + mw))
+
+
 class _Obfuscation:
     key = ""
     title = ""
@@ -49,10 +58,7 @@ class _Obfuscation:
             notices.append("No face found: the whole photo was obfuscated.")
             regions = [(0, h, 0, w)]
         else:
-            regions = []
-            for x1, y1, x2, y2 in faces.boxes:
-                mw, mh = (x2 - x1) * self.face_margin, (y2 - y1) * self.face_margin
-                regions.append((int(max(0, y1 - mh)), int(min(h, y2 + mh)), int(max(0, x1 - mw)), int(min(w, x2 + mw))))
+            regions = [face_region(box, (h, w), self.face_margin) for box in faces.boxes]
         for r0, r1, c0, c1 in regions:
             if r1 > r0 and c1 > c0:
                 out[r0:r1, c0:c1] = self.obscure(np.ascontiguousarray(pixels[r0:r1, c0:c1]))

@@ -24,13 +24,16 @@ def held_out(root: Path) -> set[str]:
     return set(json.loads(boxes.read_text())) if boxes.is_file() else set()
 
 
-def training_photos(root: Path) -> list[Path]:
-    """Every photo under `root` except the held-out evaluation photos, sorted."""
+def training_photos(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
+    """Every photo under `root` except the held-out evaluation photos and those under
+    `skip_folders` (relative to root), sorted."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no training data at {root}")
     skip = held_out(root)
-    photos = sorted(p for p in root.rglob("*.jpg") if p.name not in skip)
+    skipped = [root / f for f in skip_folders]
+    photos = sorted(p for p in root.rglob("*.jpg")
+                    if p.name not in skip and not any(p.is_relative_to(f) for f in skipped))
     if not photos:
         raise FileNotFoundError(f"no .jpg photos under {root}")
     return photos
@@ -68,15 +71,13 @@ def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> li
     import torch.nn.functional as F
 
     from faceshield import models
+    from faceshield.protections.obfuscation import face_region
 
     crops = []
     for photo in photos:
         pixels = photo.permute(1, 2, 0).numpy()
-        h, w = pixels.shape[:2]
-        for x1, y1, x2, y2 in models.find_faces(pixels).boxes:
-            mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
-            r0, r1 = int(max(0, y1 - mh)), int(min(h, y2 + mh))
-            c0, c1 = int(max(0, x1 - mw)), int(min(w, x2 + mw))
+        for box in models.find_faces(pixels).boxes:
+            r0, r1, c0, c1 = face_region(box, pixels.shape, margin)
             if min(r1 - r0, c1 - c0) < 24:  # too small to teach anything at 128 px
                 continue
             crop = photo[None, :, r0:r1, c0:c1].float()
