@@ -26,10 +26,12 @@ def test_leakage_of_separated_and_of_identical_embeddings():
     separated = _leakage({"ann/1": [0, 0], "ann/2": [0.1, 0], "ann/3": [0, 0.1],
                           "bob/1": [5, 5], "bob/2": [5.1, 5], "bob/3": [5, 5.1]})
     assert separated["auc"] == 1.0 and separated["rank1"] == 1.0 and separated["accuracy"] == 1.0
+    assert separated["trained"] == 1.0
     assert separated["rank1_chance"] == pytest.approx(2 / 5)
     # every face turned into the same thing: nothing to tell people apart by
     erased = _leakage({f"{who}/{n}": [1, 1] for who in ("ann", "bob") for n in (1, 2, 3)})
     assert erased["auc"] == 0.5 and erased["tnr"] == 0.0  # all pairs "match" at the threshold
+    assert erased["trained"] <= 0.5  # a classifier has nothing to learn from either
 
 
 def _views(photo: np.ndarray, box: tuple[int, int, int, int], n: int) -> list[np.ndarray]:

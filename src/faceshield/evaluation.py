@@ -138,12 +138,18 @@ def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[
 
     embeddings: {photo: embedding}; pairs: (photo a, photo b, same person?); people: {photo: person}.
     Returns verification on the pairs (accuracy at the recogniser's own threshold, TPR, TNR and
-    the threshold-free ROC AUC) and leave-one-out rank-1 identification (the share of photos
-    whose most similar other photo shows the same person) with its chance level. Given
-    embeddings of obfuscated photos on both sides, this is the attacker of McPherson et al.
-    (2016) who obfuscates his own gallery the same way and picks his own threshold.
+    the threshold-free ROC AUC), leave-one-out rank-1 identification (the share of photos
+    whose most similar other photo shows the same person) with its chance level, and
+    "trained": leave-one-out accuracy of a logistic-regression classifier fitted on the other
+    photos' embeddings. Given embeddings of obfuscated photos, this is the attacker of McPherson
+    et al. (2016) who obfuscates his own labelled photos the same way, picks his own threshold
+    and trains on them (here a linear classifier on a frozen recogniser, not a new network).
     """
+    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import LeaveOneOut, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     pairs = [(a, b, same) for a, b, same in pairs if a in embeddings and b in embeddings]
     scores = np.array([recogniser.score(embeddings[a], embeddings[b]) for a, b, _ in pairs])
@@ -160,7 +166,13 @@ def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[
         best = max(others, key=lambda q: sign * recogniser.score(embeddings[p], embeddings[q]))
         hits.append(people[best] == people[p])
         chance.append(np.mean([people[q] == people[p] for q in others]))
-    return {"pairs": len(pairs), "accuracy": float(np.mean(predicted == same)),
+    known = [p for p in photos if sum(people[q] == people[p] for q in photos) >= 2]
+    trained = float("nan")
+    if len({people[p] for p in known}) >= 2:
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        trained = float(cross_val_score(classifier, np.stack([embeddings[p] for p in known]),
+                                        [people[p] for p in known], cv=LeaveOneOut()).mean())
+    return {"pairs": len(pairs), "accuracy": float(np.mean(predicted == same)), "trained": trained,
             "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])), "auc": auc,
             "rank1": float(np.mean(hits)) if hits else float("nan"),
             "rank1_chance": float(np.mean(chance)) if chance else float("nan"), "photos": len(hits)}
