@@ -61,19 +61,31 @@ class CodecNet(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """PatchGAN: (N, 3, 128, 128) -> (N, 1, 15, 15) logits, "reconstructed face" vs "encrypted"."""
+    """"Reconstructed face" vs "encrypted" logits from PatchGANs at full and half resolution.
 
-    def __init__(self, width: int = 32):
+    Each scale first standardises every image per channel (zero mean, unit variance), so D
+    judges structure, not brightness or contrast: otherwise G_e wins by turning the face into
+    a flat colour that still hides a faint copy of it, which any attacker stretches back (we
+    saw this). The half-resolution branch sees through fine noise laid over a face.
+    """
+
+    def __init__(self, width: int = 32, scales: int = 2):
         super().__init__()
         w = width
-        self.net = nn.Sequential(
+        self.branches = nn.ModuleList(nn.Sequential(
             nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(w, 2 * w, 4, 2, 1), nn.InstanceNorm2d(2 * w, affine=True), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.InstanceNorm2d(4 * w, affine=True), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * w, 1, 4, 1, 1))
+            nn.Conv2d(4 * w, 1, 4, 1, 1)) for _ in range(scales))
 
-    def forward(self, x):
-        return self.net(x * 2 - 1)
+    def forward(self, x) -> torch.Tensor:
+        """(N, 3, 128, 128) in [0, 1] -> (N, P) patch logits of every scale."""
+        out = []
+        for i, branch in enumerate(self.branches):
+            y = F.avg_pool2d(x, 2 ** i) if i else x
+            y = (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 0.02)
+            out.append(branch(y).flatten(1))
+        return torch.cat(out, 1)
 
 
 @functools.lru_cache(maxsize=4)  # once per process and weights file
