@@ -204,7 +204,7 @@ def run_identity_bench(dataset: Path, methods: list[str], options: dict | None =
             used[a] = (result.info.get("targets_used") or [[]])[0]
             rows.append({"photo": a, "seconds": time.perf_counter() - t, "success": result.info.get("success"),
                          **image_quality(photos[a], result.pixels)})
-        degraded = {a: _degradations(protected[a], boxes[a]) for a in protected}
+        degraded = {a: _degradations(protected[a], boxes[a]) for a in {a for a, _ in pairs}}  # PSR's photos only
         recovery = _recovery(protection, photos, protected, boxes) if hasattr(protection, "decrypt") else None
         target_emb = _target_embeddings(recs) if any(used.values()) else {}
         per_rec = {}
