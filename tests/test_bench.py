@@ -32,6 +32,19 @@ def test_leakage_of_separated_and_of_identical_embeddings():
     erased = _leakage({f"{who}/{n}": [1, 1] for who in ("ann", "bob") for n in (1, 2, 3)})
     assert erased["auc"] == 0.5 and erased["tnr"] == 0.0  # all pairs "match" at the threshold
     assert erased["trained"] <= 0.5  # a classifier has nothing to learn from either
+    assert (separated["auc_low"], separated["auc_high"]) == (1.0, 1.0)
+    assert (erased["auc_low"], erased["auc_high"]) == (0.5, 0.5)
+
+
+def test_auc_interval_spans_the_spread_between_people():
+    # ann and bob are easy to tell apart; cat and dan share one cloud of points: whether the
+    # AUC looks good depends on which people the data happens to hold
+    rng = np.random.default_rng(0)
+    centres = {"ann": [0, 0], "bob": [9, 9], "cat": [0, 9], "dan": [0.3, 9]}
+    mixed = _leakage({f"{who}/{n}": list(np.add(c, rng.normal(0, 0.5, 2))) for who, c in centres.items()
+                      for n in range(4)})
+    assert mixed["auc_low"] < mixed["auc"] < mixed["auc_high"] <= 1.0
+    assert mixed["auc_high"] - mixed["auc_low"] > 0.05
 
 
 def _views(photo: np.ndarray, box: tuple[int, int, int, int], n: int) -> list[np.ndarray]:

@@ -157,6 +157,7 @@ def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[
     predicted = np.array([recogniser.is_match(s) for s in scores], bool)
     sign = -1.0 if recogniser.metric == "euclidean" else 1.0  # similarity: higher = more alike
     auc = float(roc_auc_score(same, sign * scores)) if 0 < same.sum() < len(same) else float("nan")
+    auc_low, auc_high = _auc_interval(same, sign * scores, [(people[a], people[b]) for a, b, _ in pairs])
     photos = sorted(embeddings)
     hits, chance = [], []
     for p in photos:
@@ -174,6 +175,31 @@ def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[
                                         [people[p] for p in known], cv=LeaveOneOut()).mean())
     return {"pairs": len(pairs), "accuracy": float(np.mean(predicted == same)), "trained": trained,
             "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])), "auc": auc,
+            "auc_low": auc_low, "auc_high": auc_high,
             "rank1": float(np.mean(hits)) if hits else float("nan"),
             "rank1_chance": float(np.mean(chance)) if chance else float("nan"), "photos": len(hits)}
 
+
+def _auc_interval(same: np.ndarray, similarity: np.ndarray, pair_people: list[tuple[str, str]],
+                  draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the pairs' ROC AUC, bootstrapping people rather than pairs: pairs that
+    share a person are not independent, and with a dozen people the person-to-person spread is
+    what makes two methods' AUCs differ by chance. A drawn person counted k times weighs every
+    pair he is in by k (a pair of two drawn people by the product)."""
+    from sklearn.metrics import roc_auc_score
+
+    names = sorted({n for pair in pair_people for n in pair})
+    if not 0 < same.sum() < len(same) or len(names) < 2:
+        return float("nan"), float("nan")
+    index = {n: i for i, n in enumerate(names)}
+    a = np.array([index[x] for x, _ in pair_people])
+    b = np.array([index[y] for _, y in pair_people])
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(draws):
+        counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)))
+        weight = np.where(a == b, counts[a], counts[a] * counts[b]).astype(float)
+        if weight[same].sum() and weight[~same].sum():
+            aucs.append(roc_auc_score(same, similarity, sample_weight=weight))
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return float(low), float(high)

@@ -63,14 +63,20 @@ class CodecNet(nn.Module):
 class Discriminator(nn.Module):
     """"Reconstructed face" vs "encrypted" logits from PatchGANs at full and half resolution.
 
-    Each scale first standardises every image per channel (zero mean, unit variance), so D
-    judges structure, not brightness or contrast: otherwise G_e wins by turning the face into
-    a flat colour that still hides a faint copy of it, which any attacker stretches back (we
-    saw this). The half-resolution branch sees through fine noise laid over a face.
+    Each scale first normalises contrast, so D judges structure, not brightness or contrast:
+    otherwise G_e wins by turning the face into a flat colour that still hides a faint copy
+    of it, which any attacker stretches back (we saw this). contrast="global" standardises
+    every image per channel; "local" divides by the contrast of a 15-px neighbourhood, so a
+    bright frame round the crop (which G_e learned to add, inflating the global spread) no
+    longer hides a faint face inside it. The half-resolution branch sees through fine noise
+    laid over a face.
     """
 
-    def __init__(self, width: int = 32, scales: int = 2):
+    def __init__(self, width: int = 32, scales: int = 2, contrast: str = "global"):
         super().__init__()
+        if contrast not in ("global", "local"):
+            raise ValueError(f"contrast must be 'global' or 'local', not {contrast!r}")
+        self.contrast = contrast
         w = width
         self.branches = nn.ModuleList(nn.Sequential(
             nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2),
@@ -83,9 +89,17 @@ class Discriminator(nn.Module):
         out = []
         for i, branch in enumerate(self.branches):
             y = F.avg_pool2d(x, 2 ** i) if i else x
-            y = (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 0.02)
-            out.append(branch(y).flatten(1))
+            out.append(branch(self._normalise(y)).flatten(1))
         return torch.cat(out, 1)
+
+    def _normalise(self, y: torch.Tensor) -> torch.Tensor:
+        if self.contrast == "global":
+            return (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 0.02)
+
+        def local_mean(t):  # 15x15 box mean, reflected at the border
+            return F.avg_pool2d(F.pad(t, (7, 7, 7, 7), mode="reflect"), 15, stride=1)
+        centred = y - local_mean(y)
+        return centred / (local_mean(centred ** 2).sqrt() + 0.02)
 
 
 @functools.lru_cache(maxsize=4)  # once per process and weights file

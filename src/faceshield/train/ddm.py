@@ -41,6 +41,8 @@ def add_arguments(p) -> None:
     p.add_argument("--discrepancy", choices=["bce", "wasserstein"], default="wasserstein",
                    help="how D and G_e measure the discrepancy they both maximise (see the module docstring)")
     p.add_argument("--gradient-penalty", type=float, default=10.0, help="wasserstein: weight of D's Lipschitz penalty")
+    p.add_argument("--disc-contrast", choices=["global", "local"], default="global",
+                   help="how D normalises contrast before judging (see protections.ddm.Discriminator)")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--skip-folders", nargs="*", default=["identities"],
@@ -62,7 +64,7 @@ def main(args) -> None:
     augment = v2.Compose([v2.RandomResizedCrop(CROP, scale=(0.6, 1.0), ratio=(0.9, 1.1), antialias=True),
                           v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3, 0.03)])
     encrypt, decrypt = CodecNet(args.width, args.blocks), CodecNet(args.width, args.blocks)
-    disc = Discriminator(args.width)
+    disc = Discriminator(args.width, contrast=args.disc_contrast)
     opt_g = torch.optim.Adam(list(encrypt.parameters()) + list(decrypt.parameters()), lr=args.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
     run = Run(args.run, {"encrypt": encrypt, "decrypt": decrypt, "disc": disc, "opt_g": opt_g, "opt_d": opt_d},
@@ -115,7 +117,7 @@ def main(args) -> None:
     export_safetensors(holder, args.export, {
         "architecture": "DDM CodecNet x2 (encrypt, decrypt)", "width": args.width, "blocks": args.blocks,
         "crop": CROP, "steps": args.steps, "batch": args.batch, "reconstruction_weight": args.reconstruction_weight,
-        "discrepancy": args.discrepancy,
+        "discrepancy": args.discrepancy, "disc_contrast": args.disc_contrast,
         "seed": args.seed, "faces": len(crops),
         "data": "faceshield training photos (annotated detection photos held out; skipped: "
                 f"{', '.join(args.skip_folders) or 'none'})"})
