@@ -315,6 +315,15 @@ def _leakage_table(results: dict) -> list[str]:
             if "auc_low" in face:  # results.json files written before the interval existed lack it
                 cells[3] += f" ({show(face['auc_low'], '.2f')}-{show(face['auc_high'], '.2f')})"
             lines.append(f"| {method} | {key} | " + " | ".join(cells) + " |")
+    # a port and its original are one network: count it once in the average
+    distinct = [k for k in results["leakage_clean"]
+                if not any(models.REGISTRY[o].twin == k for o in results["leakage_clean"] if o != k)]
+    lines += ["", f"Mean over the distinct networks ({', '.join(distinct)}):", "",
+              "| method | PSNR dB | AUC | AUC, face only | AUC, stretched |", "|---|---:|---:|---:|---:|"]
+    for method, per_rec in rows:
+        means = [np.mean([per_rec[k][v]["auc"] for k in distinct]) for v in ATTACKER_VIEWS]
+        psnr = f"{results['methods'][method]['psnr']:.1f}" if method in results["methods"] else "-"
+        lines.append(f"| {method} | {psnr} | " + " | ".join(show(m, ".2f") for m in means) + " |")
     return lines
 
 
