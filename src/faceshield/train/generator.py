@@ -81,8 +81,8 @@ def main(args) -> None:
             # hinge: free up to the PSNR floor, so the budget goes where the faces are
             dist = torch.relu(g.pow(2).mean() / allowed_mse - 1.0)
             ((face + args.distortion_weight * dist) / args.batch).backward()
-            face_total += float(face) / args.batch
-            dist_total += float(dist) / args.batch
+            face_total += face.item() / args.batch
+            dist_total += dist.item() / args.batch
             mse_total += float(g.detach().pow(2).mean()) / args.batch
         opt.step()
         sched.step()
