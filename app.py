@@ -93,6 +93,16 @@ def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
     return lab.plot_sweep(rows), table
 
 
+def method_controls(key: str):
+    """Show the knob the chosen protection has: the adversarial budget, or an obfuscation's
+    own strength (with its default), or neither (DDM)."""
+    cls = METHODS[key]
+    label = getattr(cls, "strength_label", "")  # adversarial methods have no obfuscation strength
+    return (gr.update(visible=getattr(cls, "uses_budget", True)),
+            gr.update(visible=bool(label), label=label or "Obfuscation strength",
+                      value=cls.default_strength if label else None))
+
+
 def model_table() -> list[list]:
     return [[r["name"], r["kind"], "yes" if r["available"] else "no", r["detail"], r["licence"]]
             for r in models.status()]
@@ -108,11 +118,10 @@ def create_demo() -> gr.Blocks:
                                      label="Protection")
                 eps = gr.Slider(1, 16, value=8, step=1, label="Strength: max change per pixel, in grey levels of 255 "
                                 "(RMS change over the faces with the L2 budget)")
+                strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
                 with gr.Accordion("Advanced options", open=False):
                     steps = gr.Slider(10, 300, value=80, step=10, label="Maximum iterations")
                     whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
-                    strength = gr.Number(value=None, label="Obfuscation strength (blur: sigma as % of face size, "
-                                         "default 8; pixelate: blocks across the face, default 8; mask: grey level)")
                     slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
                     gr.Markdown("**Identity mask (TIP-IM)**")
                     mode = gr.Radio([("Dodging: just do not match", "dodging"),
@@ -176,6 +185,7 @@ def create_demo() -> gr.Blocks:
         with gr.Tab("Models"):
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)
+        method.change(method_controls, method, [eps, strength], api_name=False)
         button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust,
                            targets, norm],
                      [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],

@@ -62,3 +62,24 @@ def test_attack_lab_steps_through_iterations(client):
         handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 30, api_name="/lab")
     assert "Iteration" in caption and len(amplified) == 3
     assert plot is not None
+
+
+def test_each_protection_shows_the_knob_it_uses(photos):
+    """The budget slider for the adversarial methods and the noise control, an obfuscation's own
+    strength (prefilled with its default) for blur/pixelate/mask, neither for DDM; and a shown
+    strength really changes the result."""
+    import app
+    from faceshield.protections import build
+
+    face = np.ascontiguousarray(photos["astronaut"][:256, 96:352])
+    for key in app.METHODS:
+        budget, strength = app.method_controls(key)
+        if key in ("blur", "pixelate", "mask"):
+            assert not budget["visible"] and strength["visible"] and strength["value"] is not None, key
+            weak = build(key, strength=strength["value"], whole_image=True)(face, faces=None).pixels
+            other = build(key, strength=strength["value"] / 2, whole_image=True)(face, faces=None).pixels
+            assert not np.array_equal(weak, other), key
+        elif key == "ddm":
+            assert not budget["visible"] and not strength["visible"]
+        else:
+            assert budget["visible"] and not strength["visible"], key

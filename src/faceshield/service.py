@@ -90,7 +90,8 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
     status = result.info.get("success")
     summary = "\n".join([
         f"**{len(result.faces)} face(s) protected** with `{method}`"
-        + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps") else f" at strength {protection.strength:g}")
+        + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps")
+           else f" at strength {protection.strength:g}" if getattr(protection, "strength_label", "") else "")
         + f" in **{result.seconds:.1f} s**"
         + (f" ({result.info.get('steps')} steps against {', '.join(result.info.get('attacked', []))}: "
            f"{'goal reached' if status else 'goal NOT reached'} on the 8-bit image)." if 'steps' in result.info else "."),

@@ -36,6 +36,8 @@ class _Obfuscation:
     title = ""
     summary = ""
     default_strength = 0.0
+    strength_label = ""  # what `strength` means, for the app's control ("": the method has none)
+    uses_budget = False  # whether the adversarial budget eps applies (only to the noise control)
 
     def __init__(self, strength: float | None = None, whole_image: bool = False, face_margin: float = 0.1,
                  finders: tuple[str, ...] = FACE_FINDERS):
@@ -75,6 +77,7 @@ class GaussianBlur(_Obfuscation):
     key, title = "blur", "Obfuscate: Gaussian blur"
     summary = "Gaussian blur of the face regions (strength: sigma as % of face size)"
     default_strength = 8.0
+    strength_label = "Blur: sigma as % of the face size (more = stronger)"
 
     def obscure(self, patch):
         sigma = max(0.5, self.strength / 100 * max(patch.shape[:2]))
@@ -87,6 +90,7 @@ class Pixelate(_Obfuscation):
     key, title = "pixelate", "Obfuscate: pixelate"
     summary = "pixelation of the face regions (strength: blocks across the face)"
     default_strength = 8.0
+    strength_label = "Pixelate: blocks across the face (fewer = coarser)"
 
     def obscure(self, patch):
         h, w = patch.shape[:2]
@@ -102,6 +106,7 @@ class SolidMask(_Obfuscation):
     key, title = "mask", "Obfuscate: solid mask"
     summary = "solid grey box over the face regions (strength: fill grey level)"
     default_strength = 128.0
+    strength_label = "Mask: fill grey level (0-255)"
 
     def obscure(self, patch):
         return np.full_like(patch, int(np.clip(self.strength, 0, 255)))
@@ -116,6 +121,7 @@ class GaussianNoise(_Obfuscation):
 
     key, title = "noise", "Control: Gaussian noise (same budget)"
     summary = "Gaussian noise in the face regions clipped to +-eps (a control for the adversarial methods)"
+    uses_budget = True
 
     def __init__(self, eps: float = 8, whole_image: bool = False, seed: int = 0):
         super().__init__(strength=0.0, whole_image=whole_image, face_margin=0.1)
