@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
+from faceshield.cli import main as cli
 from faceshield.protections import build
 from faceshield.train.__main__ import main as train
 
@@ -57,3 +58,9 @@ def test_trainer_checkpoints_resumes_and_exports_a_working_file(trainer, dataset
     result = protection(photos["astronaut"])
     assert result.pixels.shape == photos["astronaut"].shape
     assert not np.array_equal(result.pixels, photos["astronaut"])
+
+    # the command line reaches the same file (how a run is benched before it is shipped)
+    Image.fromarray(photos["astronaut"]).save(tmp_path / "astronaut.png")
+    assert cli(["--threads", "1", "protect", str(tmp_path / "astronaut.png"), "-o", str(tmp_path / "out"),
+                "--method", trainer, "--weights", str(export)]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "astronaut.png")), result.pixels)

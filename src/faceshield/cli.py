@@ -58,6 +58,9 @@ def add_protection_options(p) -> None:
                    help="apf: which of its three parts to use (default all)")
     p.add_argument("--robust", action="store_true",
                    help="tip-im: expectation over JPEG and down-scaling, to survive re-compression")
+    p.add_argument("--weights", metavar="FILE",
+                   help="generator, apf, ddm: a .safetensors file to use instead of the shipped one "
+                        "(e.g. a training run's export, to bench it before shipping)")
 
 
 def protect_options(args) -> dict:
@@ -65,7 +68,7 @@ def protect_options(args) -> dict:
     from faceshield.images import load_image
 
     options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
-               "margin": args.margin, "norm": args.norm,
+               "margin": args.margin, "norm": args.norm, "weights_path": args.weights,
                "attack": tuple(args.attack) if args.attack else None}
     if getattr(args, "whole_image", False):
         options["whole_image"] = True
