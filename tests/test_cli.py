@@ -28,3 +28,42 @@ def test_protect_folder_keeps_names_and_skips_bad_files(tmp_path, capsys):
 def test_models_command(capsys):
     assert main(["models"]) == 0
     assert "dlib-resnet" in capsys.readouterr().out
+
+
+def _photo(path, colour=(90, 120, 150)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), colour).save(path)
+
+
+def test_protect_mirrors_the_folder_tree(tmp_path):
+    src = tmp_path / "in"
+    _photo(src / "day1" / "IMG_0001.jpg", (10, 20, 30))
+    _photo(src / "day2" / "IMG_0001.jpg", (200, 100, 50))
+    assert main(["--threads", "1", "protect", str(src), "-o", str(tmp_path / "out"), "--steps", "1"]) == 0
+    first = Image.open(tmp_path / "out" / "day1" / "IMG_0001.png").getpixel((0, 0))
+    second = Image.open(tmp_path / "out" / "day2" / "IMG_0001.png").getpixel((0, 0))
+    assert first == (10, 20, 30) and second == (200, 100, 50)  # no face: unchanged, and not mixed up
+
+
+def test_protect_never_overwrites_an_input(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(src / "photo.png")
+    before = (src / "photo.png").read_bytes()
+    assert main(["--threads", "1", "protect", str(src), "-o", str(src), "--steps", "1"]) == 2
+    assert (src / "photo.png").read_bytes() == before
+    assert "input photos" in capsys.readouterr().err
+
+
+def test_protect_resumes_and_force_redoes(tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _photo(src / "a.jpg")
+    _photo(src / "b.jpg")
+    out.mkdir()
+    (out / "a.png").write_bytes(b"kept")  # what an interrupted run left
+    assert main(["--threads", "1", "protect", str(src), "-o", str(out), "--steps", "1"]) == 0
+    assert (out / "a.png").read_bytes() == b"kept" and (out / "b.png").is_file()
+    assert "1 protected, 1 already there" in capsys.readouterr().out
+    assert main(["--threads", "1", "protect", str(src), "-o", str(out), "--steps", "1", "--force"]) == 0
+    assert Image.open(out / "a.png").format == "PNG"
+    assert "2 protected, 0 already there" in capsys.readouterr().out

@@ -27,13 +27,17 @@ def _method(spec: str) -> str:
     return spec
 
 
-def _inputs(paths: list[str]) -> list[Path]:
+def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
+    """(file, output path relative to the output folder) for each input. A folder's photos keep
+    their place in its tree (day1/IMG_1.jpg -> day1/IMG_1.png), so equal names in different
+    sub-folders never meet; a file given by itself goes to the top of the output folder."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += [(f, f.relative_to(p).with_suffix(".png")) for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
         else:
-            files.append(p)
+            files.append((p, Path(p.stem + ".png")))
     return files
 
 
@@ -88,36 +92,58 @@ def cmd_protect(args) -> int:
     from faceshield.metrics import image_quality
     from faceshield.protections import build
 
-    protection = build(args.method, **protect_options(args))
     out_dir = Path(args.output)
-    files = _inputs(args.inputs)
-    if not files:
+    jobs = _inputs(args.inputs)
+    if not jobs:
         print("no input images found", file=sys.stderr)
         return 2
-    failures = 0
-    for path in tqdm(files, desc="protecting", unit="photo"):
+    sources = {f.resolve() for f, _ in jobs}
+    targets: dict[Path, Path] = {}
+    for path, rel in jobs:
+        target = (out_dir / rel).resolve()
+        if target in sources:
+            print(f"refusing to write {target}: it is one of the input photos (choose another -o folder)",
+                  file=sys.stderr)
+            return 2
+        if target in targets:
+            print(f"{path} and {targets[target]} would both be written to {target}: give them separately "
+                  "or as one folder", file=sys.stderr)
+            return 2
+        targets[target] = path
+    protection = build(args.method, **protect_options(args))
+    done = skipped = failed = 0
+    for path, rel in tqdm(jobs, desc="protecting", unit="photo"):
+        target = out_dir / rel
+        if target.exists() and not args.force:  # an interrupted batch resumes where it stopped
+            skipped += 1
+            continue
         try:
             loaded = load_image(path)
         except ImageError as exc:
             tqdm.write(f"skipped {path}: {exc}")
-            failures += 1
+            failed += 1
             continue
         result = protection(loaded.pixels)
-        target = out_dir / (path.stem + ".png")
         save_png(result.pixels, target)
+        done += 1
         notes = "; ".join(loaded.notices + result.notices)
         steps = f", {result.info['steps']} steps" if "steps" in result.info else ""
         psnr = image_quality(loaded.pixels, result.pixels)["psnr"]
         tqdm.write(f"{path} -> {target} ({len(result.faces)} face(s){steps}, {result.seconds:.1f} s, "
                    f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else ""))
-    return 1 if failures == len(files) else 0
+    print(f"{done} protected, {skipped} already there (kept; --force redoes them), {failed} failed")
+    return 1 if failed == len(jobs) else 0
 
 
 def cmd_bench(args) -> int:
-    from faceshield.bench import run_bench, run_identity_bench, run_zoo_bench
+    from faceshield.bench import run_bench, run_identity_bench, run_transfer_bench, run_zoo_bench
 
     if args.zoo:
         run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
+        return 0
+    if args.transfer:
+        run_transfer_bench(Path(args.dataset), args.methods[0], protect_options(args),
+                           out_dir=Path(args.out) / "transfer", limit=args.limit)
         return 0
     if args.pairs:
         run_identity_bench(Path(args.dataset), args.methods, protect_options(args),
@@ -151,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="detector-pgd", type=_method)
     add_protection_options(p)
     p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
+    p.add_argument("--force", action="store_true",
+                   help="protect again photos whose output already exists (default: keep them, so an "
+                        "interrupted batch resumes)")
     p.set_defaults(func=cmd_protect)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
@@ -168,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--adaptive", action="store_true",
                    help="with --pairs: protect every photo and judge the attacker who knows the protection "
                         "(protected-vs-protected verification AUC and rank-1 identification)")
+    b.add_argument("--transfer", action="store_true",
+                   help="detector transfer: the method and the noise control on the annotated photos and the "
+                        "portraits, judged by every detector (white-box = attacked, black-box = never attacked)")
     b.add_argument("--zoo", action="store_true",
                    help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)")
     b.set_defaults(func=cmd_bench)
