@@ -41,6 +41,7 @@ def _label(method: str, options: dict) -> str:
     extra += [f"L2 {options['eps']:g}"] if options.get("norm") == "l2" else []
     extra += ["+".join(options["parts"])] if options.get("parts") else []
     extra += [f"margin {options['margin']:g}"] if options.get("margin") is not None else []
+    extra += [f"model dropout {options['model_dropout']:g}"] if options.get("model_dropout") else []
     extra += [f"{options['steps']} steps"] if options.get("steps") else []
     return f"{method} [{', '.join(extra)}]" if extra else method
 
@@ -432,4 +433,87 @@ def format_zoo_table(results: dict) -> str:
         lines.append(f"| {key} | {t['forward']:.2f} | {fb} |")
     for key, reason in results.get("unavailable", {}).items():
         lines.append(f"\n{key}: unavailable ({reason})")
+    return "\n".join(lines) + "\n"
+
+
+def _portraits(dataset: Path, limit: int | None) -> list[Path]:
+    """identities/<person>/<n>.jpg: every photo of one person, one large face each."""
+    found = sorted((dataset / "identities").glob("*/*.jpg"))
+    return found[:limit] if limit else found
+
+
+def run_transfer_bench(dataset: Path, method: str = "detector-pgd", options: dict | None = None,
+                       out_dir: Path = Path("bench_results/transfer"), limit: int | None = None,
+                       control: str = "noise") -> dict:
+    """Detector transfer: `method` and the same-budget `control` on the annotated detection
+    photos (recall at IoU 0.5 against boxes.json) and on the portraits (share of portraits on
+    which each detector still finds the face it found on the clean photo), judged by every
+    detector of the zoo that loads here, each marked white-box (attacked) or black-box."""
+    from faceshield.metrics import box_iou
+
+    options = {"eps": 8, **(options or {})}
+    keys = DEFAULT_DETECTORS
+    judges, _ = models.available(list(keys))
+    annotated = [(p, t) for p, t in _photos(dataset, limit) if t is not None]
+    portraits = _portraits(dataset, limit)
+    results = {"dataset": str(dataset), "eps": options["eps"], "annotated": [p.name for p, _ in annotated],
+               "portraits": len(portraits), "methods": {}}
+    for name in (method, control):
+        protection, attacked = _build(name, options)
+        det = {k: {"hit_before": 0, "hit_after": 0, "faces": 0, "portraits": 0, "kept": 0} for k in judges}
+        rows = []
+        for path, truth in tqdm([(p, t) for p, t in annotated] + [(p, None) for p in portraits],
+                                desc=f"transfer {name}", unit="photo"):
+            pixels = load_image(path).pixels
+            t = time.perf_counter()
+            result = protection(pixels)
+            seconds = time.perf_counter() - t
+            q = image_quality(pixels, result.pixels)
+            rows.append({"photo": str(path.relative_to(dataset)), "seconds": seconds, "psnr": q["psnr"],
+                         "success": result.info.get("success"), "portrait": truth is None})
+            for key, judge in judges.items():
+                before, after = judge.detect(pixels), judge.detect(result.pixels)
+                d = det[key]
+                if truth is not None:
+                    d["faces"] += len(truth)
+                    d["hit_before"] += match_detections(before.boxes, before.scores, truth)[2]
+                    d["hit_after"] += match_detections(after.boxes, after.scores, truth)[2]
+                elif len(before):
+                    d["portraits"] += 1
+                    d["kept"] += bool(len(after) and (box_iou(before.boxes, after.boxes) >= 0.3).any())
+        seconds = [r["seconds"] for r in rows]
+        psnr = [r["psnr"] for r in rows]
+        results["methods"][_label(name, options)] = {
+            "attacked": list(attacked),
+            "seconds_median": float(np.median(seconds)), "seconds_max": float(np.max(seconds)),
+            "psnr_median": float(np.median(psnr)), "psnr_min": float(np.min(psnr)),
+            "detectors": {k: {"white_box": models.white_box(k, attacked),
+                              "recall_before": d["hit_before"] / max(d["faces"], 1),
+                              "recall_after": d["hit_after"] / max(d["faces"], 1),
+                              "portraits_found": d["portraits"],
+                              "portraits_kept": d["kept"] / max(d["portraits"], 1)} for k, d in det.items()},
+            "photos": rows}
+    return _report(results, format_transfer_table(results), out_dir)
+
+
+def format_transfer_table(results: dict) -> str:
+    """Black-box detectors first (what a user meets), then the attacked ones; control beside."""
+    (method, res), (control, ctl) = list(results["methods"].items())
+    lines = [f"{len(results['annotated'])} annotated photos (recall at IoU 0.5) and {results['portraits']} portraits "
+             f"(share on which the detector still finds the face); L-inf {results['eps']:g}/255",
+             "", f"| detector | role | recall before | after: {method} | after: {control} | "
+             f"portraits found before | still found: {method} | still found: {control} |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(res["detectors"], key=lambda k: res["detectors"][k]["white_box"])
+    for key in order:
+        d, c = res["detectors"][key], ctl["detectors"][key]
+        role = "white-box (attacked)" if d["white_box"] else "black-box"
+        lines.append(f"| {key} | {role} | {d['recall_before']:.1%} | {d['recall_after']:.1%} | {c['recall_after']:.1%} "
+                     f"| {d['portraits_found']} | {d['portraits_kept']:.1%} | {c['portraits_kept']:.1%} |")
+    lines.append("")
+    for name, r in results["methods"].items():
+        ok = [p["success"] for p in r["photos"] if p["success"] is not None]
+        lines.append(f"{name}: PSNR median {r['psnr_median']:.1f} dB (lowest {r['psnr_min']:.1f}); "
+                     f"{r['seconds_median']:.1f} s a photo median, {r['seconds_max']:.1f} s worst"
+                     + (f"; every attacked detector fooled on {sum(map(bool, ok))}/{len(ok)} photos" if ok and r["attacked"] else ""))
     return "\n".join(lines) + "\n"

@@ -58,6 +58,9 @@ def add_protection_options(p) -> None:
     p.add_argument("--margin", type=float,
                    help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
                         "better to unseen recognisers and costs PSNR)")
+    p.add_argument("--model-dropout", type=float,
+                   help="tip-im: dropout probability on the attacked recognisers' convolutions during the attack "
+                        "(model augmentation for transfer to recognisers it never saw; default 0)")
     p.add_argument("--parts", nargs="+", choices=["gradient", "transfer", "uap"],
                    help="apf: which of its three parts to use (default all)")
     p.add_argument("--robust", action="store_true",
@@ -72,7 +75,7 @@ def protect_options(args) -> dict:
     from faceshield.images import load_image
 
     options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
-               "margin": args.margin, "norm": args.norm, "weights_path": args.weights,
+               "margin": args.margin, "norm": args.norm, "model_dropout": args.model_dropout, "weights_path": args.weights,
                "attack": tuple(args.attack) if args.attack else None}
     if getattr(args, "whole_image", False):
         options["whole_image"] = True
