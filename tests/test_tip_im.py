@@ -115,3 +115,24 @@ def test_l2_budget_holds_after_rounding(photos):
     delta = torch.full((1, 3, 8, 8), 0.5)
     out = l2_round(delta, torch.full((1, 3, 8, 8), 100.0), radius=float(delta.norm()))
     assert out.norm() <= delta.norm() and torch.equal(out, out.round())
+
+
+def test_feature_dropout_perturbs_convolutions_only_while_active():
+    import torch
+
+    from faceshield.protections.base import feature_dropout
+
+    class Holder:  # a recogniser-like object that keeps its network as an attribute
+        def __init__(self):
+            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+
+    holder, x = Holder(), torch.rand(1, 3, 16, 16)
+    clean = holder.net(x)
+    generator = torch.Generator().manual_seed(0)
+    with feature_dropout([holder], 0.2, generator):
+        dropped = holder.net(x)
+        again = holder.net(x)
+    assert not torch.allclose(dropped, clean) and not torch.allclose(dropped, again)
+    assert torch.equal(holder.net(x), clean)  # hooks removed on exit
+    with feature_dropout([holder], 0.0):
+        assert torch.equal(holder.net(x), clean)

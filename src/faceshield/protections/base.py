@@ -115,3 +115,46 @@ def white_box_models(keys) -> tuple[list, dict[str, str]]:
 def to_uint8(x) -> np.ndarray:
     """(1, 3, H, W) tensor in grey levels -> (H, W, 3) uint8, rounded and clipped."""
     return x.detach()[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
+
+
+class feature_dropout:
+    """Model augmentation for transfer (DFANet: Zhong and Deng, "Towards Transferable
+    Adversarial Attack against Deep Face Recognition", IEEE TIFS 2020): while active, every
+    convolution of the given models drops each output value with probability `p` (rescaled, as
+    in training-mode dropout), so each attack step sees a slightly different network and the
+    perturbation cannot lean on any one feature. p = 0 does nothing. The models' torch modules
+    are found among their attributes; their weights are never changed.
+
+        with feature_dropout(recognisers, 0.1, generator):
+            loss = ...  # forward and backward passes of the attack step
+    """
+
+    def __init__(self, models, p: float, generator=None):
+        self.p, self.models, self.generator, self.handles = p, models, generator, []
+
+    def __enter__(self):
+        import torch
+
+        if self.p <= 0:
+            return self
+        p, generator = self.p, self.generator
+
+        def hook(module, inputs, output):
+            keep = torch.rand(output.shape, generator=generator, device=output.device) >= p
+            return output * keep / (1 - p)
+
+        seen = set()
+        for model in self.models:
+            for value in vars(model).values():
+                if isinstance(value, torch.nn.Module):
+                    for module in value.modules():
+                        if isinstance(module, torch.nn.Conv2d) and id(module) not in seen:
+                            seen.add(id(module))
+                            self.handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        return False

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import (ProtectionResult, l2_round, l2_step, momentum_step, region_mask, to_uint8,
-                                         white_box_models)
+from faceshield.protections.base import (ProtectionResult, feature_dropout, l2_round, l2_step, momentum_step,
+                                         region_mask, to_uint8, white_box_models)
 
 class TIPIM:
     """Hide identities from face recognisers: dodging, or steering towards target identities.
@@ -58,6 +58,9 @@ class TIPIM:
         robust: expectation over JPEG re-compression and down-scaling to 0.5x (slower).
         insert_every: greedy insertion of a target identity is considered every this many steps.
         face_margin: how far around each face box (x its size) the mask may reach (default 0.1).
+        model_dropout: model augmentation for transfer to unseen recognisers: dropout with this
+            probability on every convolution output of the attacked recognisers during the
+            attack steps (DFANet, Zhong and Deng 2020; 0 switches it off).
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -77,12 +80,12 @@ class TIPIM:
                  margin: float = 0.25, mmd_weight: float = 1.0, landmark_jitter: float = 0.015,
                  diversity: float = 0.5, robust: bool = False, insert_every: int = 10,
                  face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3, seed: int = 0,
-                 norm: str = "linf"):
+                 norm: str = "linf", model_dropout: float = 0.0):
         if mode not in ("dodging", "targeted"):
             raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
-        self.norm = norm
+        self.norm, self.model_dropout = norm, model_dropout
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
         self.attack, self.mode, self.target_photos = tuple(attack), mode, targets
         self.margin, self.mmd_weight, self.robust = margin, mmd_weight, robust
@@ -122,7 +125,9 @@ class TIPIM:
             x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
             id_loss = x.new_zeros(())
             for i, face in enumerate(clean):
-                embs = [rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale) for rec, lm, _ in face]
+                with feature_dropout(recs, self.model_dropout, generator):
+                    embs = [rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale)
+                            for rec, lm, _ in face]
                 id_loss = id_loss + sum(rec.dodge_loss(e, e0, self.margin) for (rec, _, e0), e in zip(face, embs))
                 if candidates:
                     losses = torch.stack([sum(rec.match_loss(e, t[j], self.margin) for j, ((rec, _, _), e)
