@@ -135,3 +135,22 @@ def test_not_an_image_is_reported_even_after_ultralytics_patched_pillow(tmp_path
     bad.write_text("not an image")
     with pytest.raises(ImageError):
         load_image(bad)
+
+
+def test_only_everyday_photo_formats_are_opened(monkeypatch):
+    """EPS (which Pillow would hand to Ghostscript), PSD and PDF are refused by name, before any
+    decoder beyond the allow-list runs; an ICO, which Pillow reads, is refused too."""
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("Ghostscript was invoked")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    with pytest.raises(ImageError, match="EPS/PostScript"):
+        load_image(_bytes(_photo(), "EPS"))
+    with pytest.raises(ImageError, match="Photoshop"):
+        load_image(b"8BPS\x00\x01" + bytes(100))
+    with pytest.raises(ImageError, match="not an image FaceShield can read"):
+        load_image(_bytes(_photo(32, 32), "ICO"))
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        assert load_image(_bytes(_photo(), fmt)).pixels.shape == (48, 64, 3), fmt

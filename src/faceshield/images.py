@@ -23,8 +23,34 @@ Image.MAX_IMAGE_PIXELS = settings.MAX_DECODE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class ImageError(ValueError):
+class ImageError(settings.InputError):
     """A user-facing problem with an input photo."""
+
+
+# The only formats Pillow may open for FaceShield: everyday photo formats. Never EPS (Pillow
+# hands it to Ghostscript), PSD, PDF or the dozens of rare decoders an upload could aim at.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
+# Recognised by their first bytes so the message can say what the file is.
+_REFUSED_SIGNATURES = ((b"%!PS", "an EPS/PostScript file"), (b"\xc5\xd0\xd3\xc6", "an EPS/PostScript file"),
+                       (b"%PDF", "a PDF document"), (b"8BPS", "a Photoshop (PSD) file"))
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+
+def allowed_formats() -> tuple[str, ...]:
+    """ALLOWED_FORMATS plus HEIF/HEIC when the pillow-heif plugin is installed and AVIF when
+    Pillow was built with it."""
+    extra = []
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        extra.append("HEIF")
+    except ImportError:
+        pass
+    Image.init()
+    if "AVIF" in Image.OPEN:
+        extra.append("AVIF")
+    return ALLOWED_FORMATS + tuple(extra)
 
 
 @dataclass
@@ -38,17 +64,17 @@ class LoadedImage:
 
 
 
-def pil_open(source):
-    """Pillow's own Image.open. Importing ultralytics replaces PIL.Image.open with a wrapper
-    that, on a file Pillow cannot identify, tries to pip-install a HEIF plugin and then fails
-    with ModuleNotFoundError instead of saying "not an image"."""
+def pil_open(source, formats=None):
+    """Pillow's own Image.open (only `formats`, when given). Importing ultralytics replaces
+    PIL.Image.open with a wrapper that, on a file Pillow cannot identify, tries to pip-install
+    a HEIF plugin and then fails with ModuleNotFoundError instead of saying "not an image"."""
     import sys
 
     patches = sys.modules.get("ultralytics.utils.patches")
     opener = Image.open
     if patches is not None and opener is getattr(patches, "image_open", None):
         opener = patches._image_open
-    return opener(source)
+    return opener(source, formats=formats)
 
 def load_image(source, max_side: int | None = None) -> LoadedImage:
     """Decode and normalise a user photo.
@@ -120,7 +146,7 @@ def _open(source) -> Image.Image:
         name = "upload"
     else:
         path = Path(source)
-        name = path.name
+        name = path.name if len(path.name) <= 60 else path.name[:57] + "..."
         if not path.is_file():
             raise ImageError(f"No such file: {name}")
         size = path.stat().st_size
@@ -131,10 +157,11 @@ def _open(source) -> Image.Image:
         data = path.read_bytes()
     if len(data) == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
+    formats = allowed_formats()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = pil_open(io.BytesIO(data))
+            image = pil_open(io.BytesIO(data), formats=formats)
             w, h = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
@@ -142,12 +169,24 @@ def _open(source) -> Image.Image:
             f"(limit {settings.MAX_DECODE_PIXELS:,} px): refused as a possible decompression bomb."
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name} is not an image FaceShield can read (JPEG, PNG, WebP, GIF, BMP, TIFF).") from exc
+        raise ImageError(_unreadable(name, data, formats)) from exc
     except OSError as exc:
         raise ImageError(f"{name} could not be read as an image ({exc}).") from exc
     if w * h > settings.MAX_DECODE_PIXELS:
         raise ImageError(f"{name} is {w}x{h} px, more than the {settings.MAX_DECODE_PIXELS:,} px limit.")
     return image
+
+
+def _unreadable(name: str, data: bytes, formats: tuple[str, ...]) -> str:
+    """Why `data` is refused, in words for the user (the file's name only, never a path)."""
+    accepted = ", ".join("WebP" if f == "WEBP" else f for f in formats)
+    if "HEIF" not in formats and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return (f"{name} is a HEIC/HEIF photo, which this server cannot read (no HEIF plugin is installed): "
+                f"save it as JPEG or PNG and upload that.")
+    for signature, kind in _REFUSED_SIGNATURES:
+        if data.startswith(signature):
+            return f"{name} is {kind}, which FaceShield does not open: export the photo as JPEG or PNG."
+    return f"{name} is not an image FaceShield can read ({accepted})."
 
 
 def _reduce_while_decoding(image: Image.Image, max_side: int) -> Image.Image:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -35,6 +37,58 @@ CACHE_DIR: Path = Path(os.getenv("FACESHIELD_CACHE", Path.home() / ".cache" / "f
 # Gradio queue: one protection at a time per CPU core pair; bounded waiting line.
 CONCURRENCY_LIMIT: int = _int("FACESHIELD_CONCURRENCY", 1)
 MAX_QUEUE_SIZE: int = _int("FACESHIELD_MAX_QUEUE", 16)
+
+
+class InputError(ValueError):
+    """A value from the user (a number on the page, a photo) that FaceShield refuses; the
+    message is meant for them and never names a server path."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A numeric input of the web page: the closed range it accepts and its name in messages.
+    The page's controls are built from these bounds and every callback checks them."""
+
+    label: str
+    low: float
+    high: float
+    integer: bool = False
+
+    def check(self, value) -> float | int:
+        """`value` (a number, or a numeric string as a raw API call may send) inside [low, high];
+        rounded to an int for integer knobs. Raises InputError for NaN, inf, text, or out of range."""
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{self.label} must be a number, not {str(value)[:20]!r}.") from None
+        if not math.isfinite(number):
+            raise InputError(f"{self.label} must be a finite number, not {number}.")
+        if not self.low <= number <= self.high:
+            raise InputError(f"{self.label} must be between {self.low:g} and {self.high:g} (got {number:g}).")
+        return round(number) if self.integer else number
+
+
+# Upper bounds of the compute a request may ask for (iterations of one attack).
+MAX_STEPS: int = _int("FACESHIELD_MAX_STEPS", 300)
+LAB_MAX_STEPS: int = _int("FACESHIELD_LAB_MAX_STEPS", 100)
+
+# Every numeric input of the page. Budgets are grey levels of 255 (L-inf, or RMS for L2).
+KNOBS: dict[str, Knob] = {
+    "eps": Knob("The budget (grey levels of 255)", 1, 16),
+    "steps": Knob("Maximum iterations", 10, MAX_STEPS, integer=True),
+    "lab_eps": Knob("The lab's budget (grey levels of 255)", 1, 16),
+    "lab_steps": Knob("The lab's iterations", 5, LAB_MAX_STEPS, integer=True),
+}
+# Each obfuscation's own strength, by method key (the default lives with the method). Blur
+# time grows linearly with sigma (its kernel is ~6 sigma wide): on a 2048 px region 8% took
+# 11 s and 25% took 63 s on one busy core. Beyond 64 blocks pixelation hides little.
+STRENGTH_KNOBS: dict[str, Knob] = {
+    "blur": Knob("Blur strength (sigma, % of the face size)", 1, 20),
+    "pixelate": Knob("Pixelate strength (blocks across the face)", 1, 64, integer=True),
+    "mask": Knob("Mask grey level", 0, 255),
+}
 
 
 def device():
