@@ -16,10 +16,10 @@ import gradio as gr  # noqa: E402
 
 from faceshield import models, settings  # noqa: E402
 from faceshield.examples import example_photos  # noqa: E402
-from faceshield.images import ImageError  # noqa: E402
 from faceshield.weights import WeightsUnavailable  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
+from faceshield.settings import KNOBS, STRENGTH_KNOBS, InputError, Knob  # noqa: E402
 from faceshield import lab  # noqa: E402
 
 DESCRIPTION = """# FaceShield
@@ -31,9 +31,79 @@ Everything runs on this machine; the download is a metadata-free PNG (a JPEG or 
 re-encode would erase the protection)."""
 
 
+MODES = ("dodging", "targeted")
+NORMS = ("linf", "l2")
+
+
+def knob_slider(key: str, step: float, value: float, label: str) -> gr.Slider:
+    """A slider spanning the bounds settings.KNOBS[key] accepts."""
+    return gr.Slider(KNOBS[key].low, KNOBS[key].high, value=value, step=step, label=label)
+
+
+# The events that do work run with preprocess=False, so every input reaches its callback raw
+# and is checked here, before any work: numbers against settings.KNOBS (Gradio's slider check
+# lets NaN through and fails with a TypeError on text), choices against the page's lists, and
+# uploads handed to FaceShield's own loader untouched (Gradio has already checked the file was
+# uploaded here; its decoding would convert the photo first and, on a file it cannot read,
+# show the server path).
+
+
+def _upload(payload) -> str | None:
+    """The path of an uploaded file from its raw payload (None: nothing uploaded)."""
+    if payload is None:
+        return None
+    if not isinstance(payload, dict) or not payload.get("path"):
+        raise InputError("This upload could not be read as a file.")
+    return payload["path"]
+
+
+def _choice(value, choices, what: str):
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{what} must be one of: {', '.join(choices)}.")
+    return value
+
+
+def _flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"'{what}' must be true or false.")
+    return value
+
+
+def page_inputs(image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets,
+                norm) -> dict:
+    """The Protect page's raw inputs, checked, as protect_photo's keyword arguments
+    (InputError otherwise). An empty strength means the method's default; a method without
+    a strength ignores it."""
+    method = _choice(method, tuple(METHODS), "The protection")
+    strength_knob = STRENGTH_KNOBS.get(method)
+    if targets is not None and not isinstance(targets, list):
+        raise InputError("The target identities must be a list of photos.")
+    options = {
+        "method": method,
+        "eps": KNOBS["eps"].check(eps),
+        "steps": KNOBS["steps"].check(steps),
+        "strength": strength_knob.check(strength) if strength_knob and strength not in (None, "") else None,
+        "whole_image": _flag(whole_image, "Protect the whole image"),
+        "slow_judges": _flag(slow_judges, "Also run slow detectors"),
+        "robust": _flag(robust, "Survive JPEG re-compression"),
+        "mode": _choice(mode, MODES, "The identity goal"),
+        "norm": _choice(norm, NORMS, "What the strength bounds"),
+        "reference": _upload(reference),
+        "targets": [_upload(t) for t in targets] if targets else None,
+    }
+    source = _upload(image)
+    if not source:
+        raise InputError("Upload a photo first (or click an example).")
+    return {"source": source, **options}
+
+
 def _gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
-    """ZeroGPU time to reserve: grows with the iterations asked for."""
-    return int(30 + 0.5 * (steps or 80))
+    """ZeroGPU time to reserve: grows with the iterations asked for (the callback refuses bad ones)."""
+    try:
+        steps = KNOBS["steps"].check(steps)
+    except InputError:
+        steps = KNOBS["steps"].low
+    return int(30 + 0.5 * steps)
 
 
 def _on_gpu(fn):
@@ -43,30 +113,35 @@ def _on_gpu(fn):
 @_on_gpu
 def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
         mode="dodging", robust=False, target_paths=None, norm="linf", progress=gr.Progress(track_tqdm=True)):
-    if not image_path:
-        raise gr.Error("Upload a photo first (or click an example).")
     try:
-        page = protect_photo(image_path, method=method, eps=eps, steps=steps, whole_image=whole_image,
-                             slow_judges=slow_judges, reference=reference_path or None, strength=strength,
-                             mode=mode, robust=robust, targets=target_paths or None, norm=norm)
-    except ImageError as exc:
-        raise gr.Error(str(exc)) from exc
+        page = protect_photo(**page_inputs(image_path, method, eps, steps, whole_image, slow_judges, reference_path,
+                                           strength, mode, robust, target_paths, norm))
+    except InputError as exc:  # bad inputs and unusable photos (ImageError): the message is for the user
+        raise gr.Error(str(exc)) from None
     except WeightsUnavailable as exc:
-        raise gr.Error(f"This protection's trained weights are not available here: {exc}") from exc
+        raise gr.Error(f"This protection's trained weights are not available here: {exc}") from None
     return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
             page.detector_rows, page.recogniser_rows, page.summary)
 
 
-def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
-    if not image_path:
-        raise gr.Error("Upload a photo first (or click an example).")
+def _lab_photo(image_path):
+    """The lab's photo (a raw upload payload) as pixels (InputError when missing or unusable)."""
     from faceshield.images import load_image
 
+    source = _upload(image_path)
+    if not source:
+        raise InputError("Upload a photo first (or click an example).")
+    return load_image(source).pixels
+
+
+def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
     try:
-        pixels = load_image(image_path).pixels
-    except ImageError as exc:
-        raise gr.Error(str(exc)) from exc
-    trace = lab.trace_attack(pixels, method, eps, int(steps))
+        method = _choice(method, lab.LAB_METHODS, "The attack")
+        eps, steps = KNOBS["lab_eps"].check(eps), KNOBS["lab_steps"].check(steps)
+        pixels = _lab_photo(image_path)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+    trace = lab.trace_attack(pixels, method, eps, steps)
     last = len(trace.iterates) - 1
     return (trace, gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
             *show_iteration(trace, last))
@@ -75,7 +150,10 @@ def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True
 def show_iteration(trace, step):
     if trace is None:
         return None, None, None, ""
-    step = int(min(step, len(trace.iterates) - 1))
+    try:
+        step = Knob("The iteration", 0, len(trace.iterates) - 1, integer=True).check(step)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
     original, current = trace.iterates[0], trace.iterates[step]
     views = [(lab.amplified(original, current, f), f"perturbation x{f}") for f in (1, 10, 50)]
     loss = f"loss {trace.loss[step - 1]:.3f}" if step >= 1 else "clean photo"
@@ -83,11 +161,13 @@ def show_iteration(trace, step):
 
 
 def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
-    if not image_path:
-        raise gr.Error("Upload a photo first (or click an example).")
-    from faceshield.images import load_image
-
-    rows = lab.budget_sweep(load_image(image_path).pixels, method, steps=int(steps))
+    try:
+        method = _choice(method, lab.LAB_METHODS, "The attack")
+        steps = KNOBS["lab_steps"].check(steps)
+        pixels = _lab_photo(image_path)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+    rows = lab.budget_sweep(pixels, method, steps=steps)
     table = [[r["eps"], "yes" if r["success"] else "no", r["steps"], round(r["psnr"], 1), round(r["ssim"], 4),
               round(r["seconds"], 1)] for r in rows]
     return lab.plot_sweep(rows), table
@@ -98,9 +178,12 @@ def method_controls(key: str):
     own strength (with its default), or neither (DDM)."""
     cls = METHODS[key]
     label = getattr(cls, "strength_label", "")  # adversarial methods have no obfuscation strength
+    if not label:
+        return gr.update(visible=getattr(cls, "uses_budget", True)), gr.update(visible=False, value=None)
+    knob = STRENGTH_KNOBS[key]
     return (gr.update(visible=getattr(cls, "uses_budget", True)),
-            gr.update(visible=bool(label), label=label or "Obfuscation strength",
-                      value=cls.default_strength if label else None))
+            gr.update(visible=True, label=f"{label}, {knob.low:g} to {knob.high:g}", value=cls.default_strength,
+                      minimum=knob.low, maximum=knob.high))
 
 
 def model_table() -> list[list]:
@@ -116,11 +199,11 @@ def create_demo() -> gr.Blocks:
                 image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
                 method = gr.Dropdown([(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd",
                                      label="Protection")
-                eps = gr.Slider(1, 16, value=8, step=1, label="Strength: max change per pixel, in grey levels of 255 "
-                                "(RMS change over the faces with the L2 budget)")
+                eps = knob_slider("eps", 1, 8, "Strength: max change per pixel, in grey levels of 255 "
+                                  "(RMS change over the faces with the L2 budget)")
                 strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
                 with gr.Accordion("Advanced options", open=False):
-                    steps = gr.Slider(10, 300, value=80, step=10, label="Maximum iterations")
+                    steps = knob_slider("steps", 10, 80, "Maximum iterations")
                     whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
                     slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
                     gr.Markdown("**Identity mask (TIP-IM)**")
@@ -158,8 +241,8 @@ def create_demo() -> gr.Blocks:
                     lab_image = gr.Image(label="Photo", type="filepath", format="png")
                     lab_method = gr.Radio([("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
                                           value="detector-pgd", label="Attack")
-                    lab_eps = gr.Slider(1, 16, value=8, step=1, label="Budget (grey levels of 255)")
-                    lab_steps = gr.Slider(5, 100, value=40, step=5, label="Iterations")
+                    lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
+                    lab_steps = knob_slider("lab_steps", 5, 40, "Iterations")
                     lab_button = gr.Button("Run the attack", variant="primary")
                     sweep_button = gr.Button("Sweep the budget (2-16)")
                     gr.Examples([[str(p)] for p in example_photos().values()], inputs=[lab_image])
@@ -177,11 +260,11 @@ def create_demo() -> gr.Blocks:
             lab_trace = gr.State(None)
             lab_button.click(run_lab, [lab_image, lab_method, lab_eps, lab_steps],
                              [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
-                             api_name="lab", concurrency_limit=settings.CONCURRENCY_LIMIT)
+                             api_name="lab", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
             lab_step.release(show_iteration, [lab_trace, lab_step], [lab_view, lab_amplified, lab_plot, lab_caption],
-                             api_name=False)
+                             api_name=False, preprocess=False)
             sweep_button.click(run_sweep, [lab_image, lab_method, lab_steps], [sweep_plot, sweep_table],
-                               api_name="sweep", concurrency_limit=settings.CONCURRENCY_LIMIT)
+                               api_name="sweep", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
         with gr.Tab("Models"):
             gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
                          interactive=False, wrap=True)
@@ -189,12 +272,20 @@ def create_demo() -> gr.Blocks:
         button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust,
                            targets, norm],
                      [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
-                     api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT)
+                     api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
     return demo
 
 
 demo = create_demo()
 
+
+def launch(**options):
+    """Serve the page as `python app.py` does; tests add prevent_thread_lock=True. show_error is
+    off: user errors are gr.Error (always shown), any other exception shows no text (it could
+    name server paths); the traceback stays in the server log."""
+    options = {"server_name": os.getenv("GRADIO_SERVER_NAME", "127.0.0.1"), "show_error": False, **options}
+    return demo.queue(max_size=settings.MAX_QUEUE_SIZE).launch(**options)
+
+
 if __name__ == "__main__":
-    demo.queue(max_size=settings.MAX_QUEUE_SIZE).launch(
-        server_name=os.getenv("GRADIO_SERVER_NAME", "127.0.0.1"), show_error=True)
+    launch()

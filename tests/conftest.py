@@ -31,3 +31,25 @@ def shared_faces() -> Path:
     if not SHARED_FACES.is_dir():
         pytest.skip("../shared/data/faces is not beside this checkout")
     return SHARED_FACES
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The app served as `python app.py` serves it (show_error off), called through its API."""
+    from gradio_client import Client
+
+    import app
+
+    app.launch(prevent_thread_lock=True, quiet=True)
+    yield Client(app.demo.local_url, verbose=False)
+    app.demo.close()
+
+
+def protect_args(path, **kw) -> dict:
+    """Keyword arguments of the /protect endpoint: the page's defaults, `path` uploaded, `kw` on top."""
+    from gradio_client import handle_file
+
+    args = {"image_path": handle_file(str(path)) if path else None, "method": "detector-pgd", "eps": 8,
+            "steps": 80, "whole_image": False, "slow_judges": False, "reference_path": None, "strength": None,
+            "mode": "dodging", "robust": False, "target_paths": None, "norm": "linf"}
+    return {**args, **kw}

@@ -2,28 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import protect_args
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from gradio_client import Client
-
-    import app
-
-    app.demo.queue(max_size=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, show_error=True)
-    yield Client(app.demo.local_url, verbose=False)
-    app.demo.close()
-
-
 def _call(client, path, **kw):
-    from gradio_client import handle_file
-
-    args = dict(method="detector-pgd", eps=8, steps=kw.pop("steps", 80), whole_image=False, slow_judges=False,
-                reference_path=None)
-    args.update(kw)
-    return client.predict(handle_file(str(path)), args["method"], args["eps"], args["steps"], args["whole_image"],
-                          args["slow_judges"], args["reference_path"], api_name="/protect")
+    return client.predict(**protect_args(path, **kw), api_name="/protect")
 
 
 @pytest.mark.slow
@@ -83,3 +67,25 @@ def test_each_protection_shows_the_knob_it_uses(photos):
             assert not budget["visible"] and not strength["visible"]
         else:
             assert budget["visible"] and not strength["visible"], key
+
+
+def test_page_controls_span_the_bounds_the_server_checks():
+    """The page's sliders are built from settings.KNOBS, every obfuscation's strength has
+    bounds around its default, and the events that do work hand their callbacks the raw
+    inputs (preprocess=False), which the callbacks check."""
+    import app
+    from faceshield import settings
+
+    events = {fn.api_name: fn for fn in app.demo.fns.values()}
+    assert all(events[name].preprocess is False for name in ("protect", "lab", "sweep"))
+
+    props = {c["props"].get("label"): (c["type"], c["props"]) for c in app.demo.get_config_file()["components"]}
+    for label, key in [("Maximum iterations", "steps"), ("Iterations", "lab_steps"),
+                       ("Budget (grey levels of 255)", "lab_eps")]:
+        kind, p = props[label]
+        assert kind == "slider" and (p["minimum"], p["maximum"]) == (settings.KNOBS[key].low, settings.KNOBS[key].high)
+    for key, cls in app.METHODS.items():
+        if getattr(cls, "strength_label", ""):
+            knob = settings.STRENGTH_KNOBS[key]
+            assert knob.low <= cls.default_strength <= knob.high, key
+            assert knob.check(cls.default_strength) == cls.default_strength

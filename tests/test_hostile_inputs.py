@@ -1,11 +1,16 @@
-"""Odd and hostile photos through the same path the app's Protect button takes
+"""Odd and hostile inputs. First through the path the app's Protect button takes
 (service.protect_photo): each gives a result or a clear ImageError, and the downloaded PNG
-never carries the input's metadata."""
+never carries the input's metadata. Then through the running app (gradio_client, raw HTTP):
+bad numbers and unusable uploads each get a clear message, and the next ordinary request is
+served."""
 
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import protect_args
 from PIL import Image
 
 from faceshield.images import ImageError
@@ -71,3 +76,204 @@ def test_garbage_gives_a_clear_message():
         protect_photo(b"\x00" * 10, method="blur")
     with pytest.raises(ImageError):
         protect_photo(b"", method="blur")
+
+
+# The same web path end to end: the app served as `python app.py` serves it (show_error off),
+# called through its API like a browser or a script would (`client` fixture in conftest.py).
+
+NO_PATH = re.compile(r"(/[\w.-]+){2,}|[A-Za-z]:\\|Traceback")  # a server path or a traceback
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if a callback got as far as protecting, tracing or sweeping."""
+    import app
+
+    ran = []
+
+    def spy(name):
+        def called(*args, **kwargs):
+            ran.append(name)
+            raise AssertionError(f"{name} ran")
+        return called
+
+    monkeypatch.setattr(app, "protect_photo", spy("protect_photo"))
+    monkeypatch.setattr(app.lab, "trace_attack", spy("trace_attack"))
+    monkeypatch.setattr(app.lab, "budget_sweep", spy("budget_sweep"))
+    yield ran
+    assert not ran, f"work started despite a refused input: {ran}"
+
+
+@pytest.fixture(scope="module")
+def small_face(photos, tmp_path_factory) -> Path:
+    """The astronaut's face, 192 px: quick to protect and judge."""
+    path = tmp_path_factory.mktemp("photos") / "face.png"
+    Image.fromarray(np.ascontiguousarray(photos["astronaut"][:192, 136:328])).save(path)
+    return path
+
+
+def _refusal(client, api_name: str, **kwargs) -> str:
+    """The message the client gets from a call that must be refused."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        client.predict(**kwargs, api_name=api_name)
+    return str(info.value)
+
+
+def _lab_args(path, **kw) -> dict:
+    from gradio_client import handle_file
+
+    return {"image_path": handle_file(str(path)), "method": "detector-pgd", "eps": 8, "steps": 20, **kw}
+
+
+def _ordinary_request_succeeds(client, path: Path) -> None:
+    """A normal blur after the refusals: served, the faces changed, a PNG to download."""
+    out = client.predict(**protect_args(path, method="blur", strength=8), api_name="/protect")
+    download, summary = out[2], out[6]
+    assert "face(s) protected" in summary
+    got = np.asarray(Image.open(download).convert("RGB"))
+    assert got.shape == np.asarray(Image.open(path).convert("RGB")).shape
+    assert not np.array_equal(got, np.asarray(Image.open(path).convert("RGB")))
+
+
+# (endpoint, arguments on top of a valid call, what the message must say)
+BAD_NUMBERS = [
+    ("/protect", {"method": "blur", "strength": "NaN"}, "Blur strength .* finite"),
+    ("/protect", {"method": "blur", "strength": 1e4}, r"Blur strength .* between 1 and 20 \(got 10000\)"),
+    ("/protect", {"method": "blur", "strength": -3}, "between 1 and 20"),
+    ("/protect", {"method": "pixelate", "strength": 6e4}, r"Pixelate .* between 1 and 64 \(got 60000\)"),
+    ("/protect", {"method": "pixelate", "strength": "inf"}, "Pixelate .* finite"),
+    ("/protect", {"method": "mask", "strength": 300}, "grey level must be between 0 and 255"),
+    ("/protect", {"method": "blur", "strength": "strong"}, "must be a number"),
+    ("/protect", {"eps": "nan"}, "budget .* finite"),
+    ("/protect", {"eps": -1}, "budget .* between 1 and 16"),
+    ("/protect", {"eps": 1e6}, "budget .* between 1 and 16"),
+    ("/protect", {"method": "noise", "eps": "-inf"}, "budget .* finite"),
+    ("/protect", {"steps": 1e9}, "iterations must be between 10 and 300"),
+    ("/protect", {"steps": -10}, "iterations must be between 10 and 300"),
+    ("/protect", {"steps": True}, "iterations must be a number"),
+    ("/lab", {"eps": "nan"}, "budget .* finite"),
+    ("/lab", {"eps": 100}, "budget .* between 1 and 16"),
+    ("/lab", {"steps": 1e6}, "iterations must be between 5 and 100"),
+    ("/lab", {"steps": 0}, "iterations must be between 5 and 100"),
+    ("/sweep", {"steps": "NaN"}, "iterations must be a finite number"),
+    ("/sweep", {"steps": 1e5}, "iterations must be between 5 and 100"),
+    # the other inputs reach the callbacks raw too, and are checked as strictly
+    ("/protect", {"method": "rm -rf"}, "protection must be one of: detector-pgd, "),
+    ("/protect", {"norm": "l3"}, "What the strength bounds must be one of: linf, l2"),
+    ("/protect", {"mode": ["targeted"]}, "identity goal must be one of"),
+    ("/protect", {"whole_image": "yes"}, "must be true or false"),
+    ("/lab", {"method": "blur"}, "attack must be one of: detector-pgd, tip-im"),
+    ("/sweep", {"method": None}, "attack must be one of"),
+]
+
+
+def test_bad_numbers_are_refused_before_any_work(client, small_face, no_work):
+    """Every numeric input: NaN, inf, text, negative, absurdly large (and choices that are not
+    on the page). Each is refused with a message naming the input and its range, before
+    anything is loaded or computed."""
+    for api_name, bad, expected in BAD_NUMBERS:
+        if api_name == "/protect":
+            kwargs = protect_args(small_face, **bad)
+        else:
+            kwargs = _lab_args(small_face, **bad)
+            if api_name == "/sweep":
+                kwargs.pop("eps")
+        message = _refusal(client, api_name, **kwargs)
+        assert re.search(expected, message), (api_name, bad, message)
+        assert not NO_PATH.search(message), message
+
+
+def _raw_call(url: str, api_name: str, data: list) -> dict:
+    """POST `data` to the queue API as raw JSON (NaN and Infinity literals allowed, which
+    gradio_client cannot send); the final event of the stream, decoded."""
+    import json
+
+    import httpx
+
+    body = json.dumps({"data": data})  # allow_nan: NaN -> NaN, inf -> Infinity
+    assert "NaN" in body or "Infinity" in body
+    started = httpx.post(f"{url}gradio_api/call{api_name}", content=body,
+                         headers={"content-type": "application/json"}, timeout=30)
+    started.raise_for_status()
+    stream = httpx.get(f"{url}gradio_api/call{api_name}/{started.json()['event_id']}", timeout=120).text
+    event = [line for line in stream.splitlines() if line.startswith("event:")][-1].split(":", 1)[1].strip()
+    data_line = [line for line in stream.splitlines() if line.startswith("data:")][-1]
+    return {"event": event, "data": json.loads(data_line.split(":", 1)[1])}
+
+
+def test_json_nan_and_infinity_do_not_slip_through_the_sliders(client, no_work):
+    """Gradio's slider bound check compares NaN as in range; the callbacks refuse it."""
+    import app
+
+    url = app.demo.local_url
+    protect = [None, "blur", float("nan"), 80, False, False, None, None, "dodging", False, None, "linf"]
+    cases = [("/protect", protect, "budget .* finite"),
+             ("/protect", protect[:2] + [8, float("inf")] + protect[4:], "iterations .* finite"),
+             ("/protect", protect[:2] + [8, 80] + protect[4:7] + [float("nan")] + protect[8:], "Blur .* finite"),
+             ("/lab", [None, "detector-pgd", float("nan"), 20], "budget .* finite"),
+             ("/sweep", [None, "detector-pgd", float("-inf")], "iterations .* finite")]
+    for api_name, data, expected in cases:
+        reply = _raw_call(url, api_name, data)
+        assert reply["event"] == "error" and re.search(expected, reply["data"]["error"] or ""), (api_name, reply)
+
+
+def _unusable_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """{kind: (file, what the message must say)} for uploads FaceShield must refuse."""
+    from faceshield.images import allowed_formats
+
+    files = {"empty": (b"", "is empty"),
+             "text": (b"name,age\nAda,36\n" * 20, "not an image FaceShield can read"),
+             "heic": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(300),
+                      "HEIC/HEIF photo, which this server cannot read" if "HEIF" not in allowed_formats()
+                      else "not an image"),
+             "psd": (b"8BPS\x00\x01" + bytes(200), "Photoshop"),
+             "pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(100), "PDF")}
+    out = {}
+    for kind, (data, expected) in files.items():
+        path = folder / f"{kind}.{'png' if kind in ('empty', 'text') else kind}"
+        path.write_bytes(data)
+        out[kind] = (path, expected)
+    eps = folder / "vector.eps"  # a real EPS: Pillow would hand it to Ghostscript
+    Image.new("RGB", (40, 40), (128, 90, 60)).save(eps)
+    out["eps"] = (eps, "EPS/PostScript file, which FaceShield does not open")
+    return out
+
+
+def test_unusable_uploads_get_a_friendly_message_and_no_path(client, small_face, tmp_path):
+    """Empty, non-image, HEIC (no HEIF plugin), PSD, PDF and EPS files, as the photo, the
+    reference photo, a target photo, or the lab's photo: one plain sentence naming the file,
+    no server path, no traceback; then an ordinary request is served."""
+    from gradio_client import handle_file
+
+    for kind, (path, expected) in _unusable_files(tmp_path).items():
+        calls = [("/protect", protect_args(path, method="blur")),
+                 ("/protect", protect_args(small_face, method="blur", reference_path=handle_file(str(path)))),
+                 ("/protect", protect_args(small_face, method="tip-im", mode="targeted",
+                                           target_paths=[handle_file(str(path))])),
+                 ("/lab", _lab_args(path)),
+                 ("/sweep", {k: v for k, v in _lab_args(path).items() if k != "eps"})]
+        for api_name, kwargs in calls:
+            message = _refusal(client, api_name, **kwargs)
+            if kwargs.get("target_paths") and "Invalid file type" in message:
+                pass  # the target list accepts image types only: Gradio itself refuses .pdf/.eps there
+            else:
+                assert path.name in message and expected in message, (kind, api_name, message)
+            assert not NO_PATH.search(message) and "gradio" not in message.lower(), message
+    _ordinary_request_succeeds(client, small_face)
+
+
+def test_an_unexpected_error_shows_no_text(client, small_face, monkeypatch):
+    """Anything that is not a user error reaches the client without its text (it could name
+    server files); the server still serves the next request."""
+    import app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("failed reading /srv/faceshield/secret/config.py")
+
+    monkeypatch.setattr(app, "protect_photo", broken)
+    message = _refusal(client, "/protect", **protect_args(small_face, method="blur"))
+    assert "secret" not in message and not NO_PATH.search(message), message
+    monkeypatch.undo()
+    _ordinary_request_succeeds(client, small_face)
