@@ -1,8 +1,8 @@
 """Odd and hostile inputs. First through the path the app's Protect button takes
 (service.protect_photo): each gives a result or a clear ImageError, and the downloaded PNG
 never carries the input's metadata. Then through the running app (gradio_client, raw HTTP):
-bad numbers and unusable uploads each get a clear message, and the next ordinary request is
-served."""
+bad numbers, unusable uploads and stray files in the download folder each get a clear
+message or are ignored, and the next ordinary request is served."""
 
 import io
 import re
@@ -277,3 +277,92 @@ def test_an_unexpected_error_shows_no_text(client, small_face, monkeypatch):
     assert "secret" not in message and not NO_PATH.search(message), message
     monkeypatch.undo()
     _ordinary_request_succeeds(client, small_face)
+
+
+def test_download_folder_is_private_and_strays_never_break_a_request(client, small_face, tmp_path):
+    """Downloads go to this process's own mkdtemp folder (0700, unpredictable name). Files and
+    folders that are not ours, odd entries with our prefix, and folders holding something
+    else are left alone; only our own folders older than an hour are pruned."""
+    import os
+    import stat
+    import tempfile
+    import time
+
+    from faceshield import service
+
+    root = service.output_dir()
+    assert root.parent == Path(tempfile.gettempdir()) and root.name != "faceshield-outputs"
+    assert root.name.startswith("faceshield-outputs-") and stat.S_IMODE(root.stat().st_mode) == 0o700
+
+    def aged(path: Path) -> Path:
+        old = time.time() - 2 * service.OUTPUT_MAX_AGE_S
+        os.utime(path, (old, old), follow_symlinks=False)
+        return path
+
+    (root / "stray.txt").write_text("left here by someone")
+    aged(root / "stray.txt")
+    (root / "somebody-else").mkdir()
+    (root / "somebody-else" / "protected.png").write_bytes(b"theirs")
+    aged(root / "somebody-else")
+    (root / "request-file").write_text("a file with our prefix")
+    aged(root / "request-file")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "protected.png").write_bytes(b"not in the output folder")
+    (root / "request-link").symlink_to(elsewhere, target_is_directory=True)
+    aged(root / "request-link")
+    for name in ("request-old", "request-shared", "request-fresh"):
+        (root / name).mkdir()
+        (root / name / "protected.png").write_bytes(b"png")
+    (root / "request-shared" / "notes.txt").write_text("not ours")
+    aged(root / "request-old")
+    aged(root / "request-shared")
+    before = set(root.iterdir())
+
+    out = client.predict(**protect_args(small_face, method="blur", strength=8), api_name="/protect")
+
+    assert not (root / "request-old").exists()  # ours and old: pruned
+    assert (root / "request-fresh" / "protected.png").exists()  # ours and recent: kept
+    assert (root / "stray.txt").exists() and (root / "somebody-else" / "protected.png").exists()
+    assert (root / "request-file").is_file() and (elsewhere / "protected.png").exists()
+    assert (root / "request-shared" / "notes.txt").exists()
+    new = [p for p in set(root.iterdir()) - before if p.name.startswith("request-")]
+    assert len(new) == 1 and stat.S_IMODE(new[0].stat().st_mode) == 0o700
+    assert np.array_equal(np.asarray(Image.open(new[0] / "protected.png")), np.asarray(Image.open(out[2])))
+
+
+def test_pruning_survives_folders_that_vanish_meanwhile(tmp_path):
+    """Another request (or a cancelled one finishing) removes an old folder between the
+    listing and its removal here: pruning carries on and never raises."""
+    import os
+    import shutil
+    import time
+
+    from faceshield import service
+
+    class Racy(type(tmp_path)):
+        def rmdir(self):
+            shutil.rmtree(self)  # the other request is quicker
+            super().rmdir()  # -> FileNotFoundError
+
+    old = time.time() - 2 * service.OUTPUT_MAX_AGE_S
+    for name in ("request-a", "request-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "protected.png").write_bytes(b"png")
+        os.utime(tmp_path / name, (old, old))
+    service.prune_downloads(Racy(tmp_path))
+    assert not any(tmp_path.iterdir())
+    service.prune_downloads(tmp_path / "gone")  # the whole folder gone: nothing to do
+
+
+def test_each_process_gets_its_own_download_folder_removed_at_exit():
+    import subprocess
+    import sys
+
+    from faceshield import service
+
+    code = "from faceshield.service import output_dir; print(output_dir())"
+    other = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                timeout=300).stdout.strip())
+    assert other != service.output_dir() and other.name.startswith("faceshield-outputs-")
+    assert not other.exists()

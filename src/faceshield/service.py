@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
+import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +18,23 @@ from faceshield.images import load_image, save_png
 from faceshield.protections import build
 from faceshield.visualize import amplified_perturbation, draw_detections
 
-# Under the system temp dir, where Gradio may serve files from.
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "faceshield-outputs"
+# Download PNGs: one private folder per process (mode 0700, unpredictable name, made on first
+# use, removed at exit) under the system temp dir, where Gradio may serve files from; inside
+# it one folder per request, pruned after an hour.
 OUTPUT_MAX_AGE_S = 3600
+_REQUEST_PREFIX = "request-"
+_output_dir: Path | None = None
+_output_lock = threading.Lock()
+
+
+def output_dir() -> Path:
+    """This process's private download folder (created on the first call)."""
+    global _output_dir
+    with _output_lock:
+        if _output_dir is None or not _output_dir.is_dir():
+            _output_dir = Path(tempfile.mkdtemp(prefix="faceshield-outputs-"))
+            atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
+        return _output_dir
 
 
 @dataclass
@@ -139,12 +155,29 @@ def _opt(value) -> str | float:
 
 
 def _save_download(pixels: np.ndarray) -> Path:
-    """Save the protected PNG in a fresh per-request folder; drop folders older than an hour."""
+    """Save the protected PNG in a fresh per-request folder; drop our folders older than an hour."""
+    root = output_dir()
+    prune_downloads(root)
+    return save_png(pixels, Path(tempfile.mkdtemp(prefix=_REQUEST_PREFIX, dir=root)) / "protected.png")
+
+
+def prune_downloads(root: Path, max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+    """Remove per-request folders older than `max_age_s` from `root`. Never fails a request:
+    entries that are not ours (other names, files, links, folders holding anything but our
+    PNG) are left alone, and entries that vanish meanwhile (another request pruning, a
+    cancelled one finishing) are skipped."""
     now = time.time()
-    if OUTPUT_DIR.exists():
-        for old in OUTPUT_DIR.iterdir():
-            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                for f in old.glob("*"):
-                    f.unlink(missing_ok=True)
-                old.rmdir()
-    return save_png(pixels, OUTPUT_DIR / uuid.uuid4().hex / "protected.png")
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(_REQUEST_PREFIX):
+            continue
+        try:
+            if entry.is_symlink() or not entry.is_dir() or now - entry.stat().st_mtime <= max_age_s:
+                continue
+            (entry / "protected.png").unlink(missing_ok=True)
+            entry.rmdir()  # fails, and leaves the folder, if anything else is in it
+        except OSError:
+            continue
