@@ -52,6 +52,13 @@ def call(url: str, path: Path, method: str, steps: int = 10):
                          api_name="/protect")
 
 
+def served_pngs() -> int:
+    """Download PNGs in every FaceShield server's private output folder on this machine (the
+    server names its folder at random, per process; see faceshield.service.output_dir)."""
+    root = Path(tempfile.gettempdir())
+    return sum(1 for d in root.glob("faceshield-outputs-*") if d.is_dir() for _ in d.rglob("*.png"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=20)
@@ -66,9 +73,7 @@ def main(argv=None) -> int:
     url = f"http://127.0.0.1:{args.port}/"
     try:
         wait_up(url)
-        from faceshield.service import OUTPUT_DIR
-
-        files_before = sum(1 for _ in OUTPUT_DIR.rglob("*.png")) if OUTPUT_DIR.exists() else 0
+        files_before = served_pngs()
         tmp = Path(tempfile.mkdtemp())
         photos = []
         for i in range(args.clients):
@@ -104,7 +109,7 @@ def main(argv=None) -> int:
         print("| clients | completed | refused (queue full) | wrong photo | failed | median s | max s | wall s "
               "| server RSS MB before -> after | download PNGs added (net, old ones pruned) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-        files_after = sum(1 for _ in OUTPUT_DIR.rglob("*.png")) if OUTPUT_DIR.exists() else 0
+        files_after = served_pngs()
         print(f"| {args.clients} | {kinds.count('completed')} | {kinds.count('refused (queue full)')} "
               f"| {kinds.count('WRONG PHOTO')} | {kinds.count('FAILED')} | {np.median(done):.1f} | {max(done):.1f} "
               f"| {wall:.1f} | {rss_before:.0f} -> {rss_after:.0f} | {files_after - files_before} |")
