@@ -21,9 +21,14 @@ def test_protect_through_the_api(client, tmp_path):
     assert png.format == "PNG" and not png.getexif()
     assert len(models.load("mtcnn").detect(np.asarray(png.convert("RGB")))) == 0
     rows = {row[0]: row for row in detectors["data"]}
-    assert rows["MTCNN"][1] >= 1 and rows["MTCNN"][2] == 0
-    assert any(row[0] == "dlib ResNet" for row in recognisers["data"])
+    assert rows["MTCNN"][1] == "attacked (white-box)" and rows["MTCNN"][2] >= 1 and rows["MTCNN"][3] == 0
+    haar = next(row for row in detectors["data"] if "Haar" in row[0] or "haar" in row[0])
+    assert haar[1] == "judge (never attacked)"
+    assert any(row[0] == "dlib ResNet" and row[1] == "judge (never attacked)" for row in recognisers["data"])
     assert "PSNR" in summary and len(gallery) >= 6
+    # the verdict leads with the never-attacked judges, then the attacked models
+    first = summary.splitlines()[0]
+    assert first.index("Never-attacked judges") < first.index("Attacked models: hidden from 1 of 1 detectors")
 
 
 def test_bad_file_gives_a_clear_error(client, tmp_path):

@@ -51,8 +51,9 @@ class PageResult:
     notices: list[str] = field(default_factory=list)
 
 
-DETECTOR_COLUMNS = ["detector", "faces before", "faces after", "hidden", "scores before", "scores after", "how it runs"]
-RECOGNISER_COLUMNS = ["recogniser", "face", "original vs protected", "same person?", "threshold",
+DETECTOR_COLUMNS = ["detector", "role", "faces before", "faces after", "hidden", "scores before", "scores after",
+                    "how it runs"]
+RECOGNISER_COLUMNS = ["recogniser", "role", "face", "original vs protected", "same person?", "threshold",
                       "reference vs original", "reference vs protected", "reference still matches?"]
 
 
@@ -79,32 +80,34 @@ def protect_photo(source, method: str = "detector-pgd", eps: float = 8, steps: i
     for v in ev.detectors:
         gallery.append((draw_detections(loaded.pixels, v.before, (0, 220, 0), f"{v.name} before"), f"{v.name}: original"))
         gallery.append((draw_detections(result.pixels, v.after, (255, 60, 60), f"{v.name} after"), f"{v.name}: protected"))
-    det_rows = [[v.name, len(v.before), len(v.after), f"{v.hidden}/{len(v.before)}",
+    attacked = tuple(getattr(protection, "attack", ()))
+    det_rows = [[v.name, _role(v.key, attacked), len(v.before), len(v.after), f"{v.hidden}/{len(v.before)}",
                  _scores(v.before.scores), _scores(v.after.scores), v.note] for v in ev.detectors]
     for key in detector_keys:
         if key in ev.unavailable:
-            det_rows.append([key, "-", "-", "-", "-", "-", f"unavailable: {ev.unavailable[key]}"])
+            det_rows.append([key, "-", "-", "-", "-", "-", "-", f"unavailable: {ev.unavailable[key]}"])
     if not slow_judges:
         for key in models.names(kind="detector", slow=True):
-            det_rows.append([key, "-", "-", "-", "-", "-", "slow judge: tick 'Also run slow detectors'"])
+            det_rows.append([key, "-", "-", "-", "-", "-", "-", "slow judge: tick 'Also run slow detectors'"])
     rec_rows = []
     for rv in ev.recognisers:
         op = "<" if rv.metric == "euclidean" else ">"
         for m in rv.matches:
-            rec_rows.append([rv.name, m.face + 1, round(m.score, 3), "yes" if m.match else "no", f"{op} {rv.threshold}",
+            rec_rows.append([rv.name, _role(rv.key, attacked), m.face + 1, round(m.score, 3), "yes" if m.match else "no", f"{op} {rv.threshold}",
                              _opt(m.reference_score), _opt(m.reference_protected_score),
                              "-" if m.reference_match is None else ("yes" if m.reference_match else "no")])
         if not rv.matches:
-            rec_rows.append([rv.name, "-", "-", "no face to compare", f"{op} {rv.threshold}", "-", "-", "-"])
+            rec_rows.append([rv.name, _role(rv.key, attacked), "-", "-", "no face to compare", f"{op} {rv.threshold}",
+                             "-", "-", "-"])
     for key in models.names(kind="recogniser"):
         if key in ev.unavailable:
-            rec_rows.append([key, "-", "-", f"unavailable: {ev.unavailable[key]}", "-", "-", "-", "-"])
+            rec_rows.append([key, "-", "-", "-", f"unavailable: {ev.unavailable[key]}", "-", "-", "-", "-"])
 
     png_path = _save_download(result.pixels)
     q = ev.quality
     notices = loaded.notices + result.notices
     status = result.info.get("success")
-    summary = "\n".join([
+    summary = "\n".join([verdict(ev, attacked),
         f"**{len(result.faces)} face(s) protected** with `{method}`"
         + (f" at L-inf {eps:g}/255" if hasattr(protection, "eps")
            else f" at strength {protection.strength:g}" if getattr(protection, "strength_label", "") else "")
@@ -144,6 +147,30 @@ def apf_parts_table(pixels: np.ndarray, full, eps: float) -> str:
         lines.append(f"| {name} | {where.get(name, 'device + server')} | " + " | ".join(scores)
                      + f" | {res.seconds:.1f} |")
     return "\n".join(lines)
+
+
+def _role(key: str, attacked) -> str:
+    return "attacked (white-box)" if models.white_box(key, attacked) else "judge (never attacked)"
+
+
+def verdict(ev: Evaluation, attacked) -> str:
+    """One line, the never-attacked judges first (what an unknown adversary's model is likely
+    to do), then the attacked models: detectors that no longer find every face they found on
+    the original, recognisers that no longer match every face."""
+    parts = []
+    for label, white in (("Never-attacked judges", False), ("Attacked models", True)):
+        dets = [v for v in ev.detectors if len(v.before) and models.white_box(v.key, attacked) == white]
+        recs = [r for r in ev.recognisers if r.matches and models.white_box(r.key, attacked) == white]
+        if not dets and not recs:
+            continue
+        bits = []
+        if dets:
+            bits.append(f"hidden from {sum(v.hidden == len(v.before) for v in dets)} of {len(dets)} detectors")
+        if recs:
+            bits.append(f"no longer matched by {sum(not any(m.match for m in r.matches) for r in recs)} "
+                        f"of {len(recs)} recognisers")
+        parts.append(f"{label}: " + ", ".join(bits))
+    return ("**" + "; ".join(parts) + ".**") if parts else ""
 
 
 def _scores(scores: np.ndarray) -> str:
