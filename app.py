@@ -14,13 +14,16 @@ except ImportError:  # anywhere else the decorator is a no-op
 
 import gradio as gr  # noqa: E402
 
-from faceshield import models, settings  # noqa: E402
+from faceshield import (  # noqa: E402
+    lab,  # noqa: E402
+    models,
+    settings,
+)
 from faceshield.examples import example_photos  # noqa: E402
-from faceshield.weights import WeightsUnavailable  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
 from faceshield.settings import KNOBS, STRENGTH_KNOBS, InputError, Knob  # noqa: E402
-from faceshield import lab  # noqa: E402
+from faceshield.weights import WeightsUnavailable  # noqa: E402
 
 DESCRIPTION = """# FaceShield
 Adds an imperceptible adversarial perturbation to the faces in a photo, so that face detectors
@@ -69,8 +72,9 @@ def _flag(value, what: str) -> bool:
     return value
 
 
-def page_inputs(image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets,
-                norm) -> dict:
+def page_inputs(
+    image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm
+) -> dict:
     """The Protect page's raw inputs, checked, as protect_photo's keyword arguments
     (InputError otherwise). An empty strength means the method's default; a method without
     a strength ignores it."""
@@ -111,17 +115,51 @@ def _on_gpu(fn):
 
 
 @_on_gpu
-def run(image_path, method, eps, steps, whole_image, slow_judges, reference_path, strength=None,
-        mode="dodging", robust=False, target_paths=None, norm="linf", progress=gr.Progress(track_tqdm=True)):
+def run(
+    image_path,
+    method,
+    eps,
+    steps,
+    whole_image,
+    slow_judges,
+    reference_path,
+    strength=None,
+    mode="dodging",
+    robust=False,
+    target_paths=None,
+    norm="linf",
+    progress=gr.Progress(track_tqdm=True),
+):
     try:
-        page = protect_photo(**page_inputs(image_path, method, eps, steps, whole_image, slow_judges, reference_path,
-                                           strength, mode, robust, target_paths, norm))
+        page = protect_photo(
+            **page_inputs(
+                image_path,
+                method,
+                eps,
+                steps,
+                whole_image,
+                slow_judges,
+                reference_path,
+                strength,
+                mode,
+                robust,
+                target_paths,
+                norm,
+            )
+        )
     except InputError as exc:  # bad inputs and unusable photos (ImageError): the message is for the user
         raise gr.Error(str(exc)) from None
     except WeightsUnavailable as exc:
         raise gr.Error(f"This protection's trained weights are not available here: {exc}") from None
-    return ((page.original, page.protected), page.perturbation, str(page.png_path), page.detections,
-            page.detector_rows, page.recogniser_rows, page.summary)
+    return (
+        (page.original, page.protected),
+        page.perturbation,
+        str(page.png_path),
+        page.detections,
+        page.detector_rows,
+        page.recogniser_rows,
+        page.summary,
+    )
 
 
 def _lab_photo(image_path):
@@ -143,8 +181,11 @@ def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True
         raise gr.Error(str(exc)) from None
     trace = lab.trace_attack(pixels, method, eps, steps)
     last = len(trace.iterates) - 1
-    return (trace, gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
-            *show_iteration(trace, last))
+    return (
+        trace,
+        gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
+        *show_iteration(trace, last),
+    )
 
 
 def show_iteration(trace, step):
@@ -168,8 +209,17 @@ def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
     except InputError as exc:
         raise gr.Error(str(exc)) from None
     rows = lab.budget_sweep(pixels, method, steps=steps)
-    table = [[r["eps"], "yes" if r["success"] else "no", r["steps"], round(r["psnr"], 1), round(r["ssim"], 4),
-              round(r["seconds"], 1)] for r in rows]
+    table = [
+        [
+            r["eps"],
+            "yes" if r["success"] else "no",
+            r["steps"],
+            round(r["psnr"], 1),
+            round(r["ssim"], 4),
+            round(r["seconds"], 1),
+        ]
+        for r in rows
+    ]
     return lab.plot_sweep(rows), table
 
 
@@ -181,14 +231,22 @@ def method_controls(key: str):
     if not label:
         return gr.update(visible=getattr(cls, "uses_budget", True)), gr.update(visible=False, value=None)
     knob = STRENGTH_KNOBS[key]
-    return (gr.update(visible=getattr(cls, "uses_budget", True)),
-            gr.update(visible=True, label=f"{label}, {knob.low:g} to {knob.high:g}", value=cls.default_strength,
-                      minimum=knob.low, maximum=knob.high))
+    return (
+        gr.update(visible=getattr(cls, "uses_budget", True)),
+        gr.update(
+            visible=True,
+            label=f"{label}, {knob.low:g} to {knob.high:g}",
+            value=cls.default_strength,
+            minimum=knob.low,
+            maximum=knob.high,
+        ),
+    )
 
 
 def model_table() -> list[list]:
-    return [[r["name"], r["kind"], "yes" if r["available"] else "no", r["detail"], r["licence"]]
-            for r in models.status()]
+    return [
+        [r["name"], r["kind"], "yes" if r["available"] else "no", r["detail"], r["licence"]] for r in models.status()
+    ]
 
 
 def create_demo() -> gr.Blocks:
@@ -197,27 +255,45 @@ def create_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
-                method = gr.Dropdown([(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd",
-                                     label="Protection")
-                eps = knob_slider("eps", 1, 8, "Strength: max change per pixel, in grey levels of 255 "
-                                  "(RMS change over the faces with the L2 budget)")
+                method = gr.Dropdown(
+                    [(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd", label="Protection"
+                )
+                eps = knob_slider(
+                    "eps",
+                    1,
+                    8,
+                    "Strength: max change per pixel, in grey levels of 255 "
+                    "(RMS change over the faces with the L2 budget)",
+                )
                 strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
                 with gr.Accordion("Advanced options", open=False):
                     steps = knob_slider("steps", 10, 80, "Maximum iterations")
                     whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
                     slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
                     gr.Markdown("**Identity mask (TIP-IM)**")
-                    mode = gr.Radio([("Dodging: just do not match", "dodging"),
-                                     ("Targeted: look like a target identity", "targeted")],
-                                    value="dodging", label="Identity goal")
-                    targets = gr.File(label="Target identities (photos; default: built-in faces of example photos)",
-                                      file_count="multiple", file_types=["image"], type="filepath")
+                    mode = gr.Radio(
+                        [
+                            ("Dodging: just do not match", "dodging"),
+                            ("Targeted: look like a target identity", "targeted"),
+                        ],
+                        value="dodging",
+                        label="Identity goal",
+                    )
+                    targets = gr.File(
+                        label="Target identities (photos; default: built-in faces of example photos)",
+                        file_count="multiple",
+                        file_types=["image"],
+                        type="filepath",
+                    )
                     robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
-                    norm = gr.Radio([("Max change per pixel (L-inf)", "linf"),
-                                     ("Average (RMS) change over the faces (L2)", "l2")],
-                                    value="linf", label="What the strength bounds")
-                    reference = gr.Image(label="Optional: another photo of the same person", type="filepath",
-                                         format="png")
+                    norm = gr.Radio(
+                        [("Max change per pixel (L-inf)", "linf"), ("Average (RMS) change over the faces (L2)", "l2")],
+                        value="linf",
+                        label="What the strength bounds",
+                    )
+                    reference = gr.Image(
+                        label="Optional: another photo of the same person", type="filepath", format="png"
+                    )
                 button = gr.Button("Protect", variant="primary")
                 gr.Examples([[str(p)] for p in example_photos().values()], inputs=[image])
             with gr.Column(scale=2):
@@ -227,20 +303,30 @@ def create_demo() -> gr.Blocks:
                     perturbation = gr.Image(label="Perturbation (amplified)", format="png", interactive=False)
                     download = gr.File(label="Download protected PNG (no EXIF/GPS)")
         with gr.Tab("Detectors"):
-            detector_table = gr.Dataframe(headers=DETECTOR_COLUMNS, label="What each face detector finds",
-                                          interactive=False, wrap=True)
+            detector_table = gr.Dataframe(
+                headers=DETECTOR_COLUMNS, label="What each face detector finds", interactive=False, wrap=True
+            )
             gallery = gr.Gallery(label="Boxes before (green) and after (red)", columns=4, format="png", height="auto")
         with gr.Tab("Recognisers"):
-            recogniser_table = gr.Dataframe(headers=RECOGNISER_COLUMNS, interactive=False, wrap=True,
-                                            label="Identity match: original face vs protected face (and a reference photo)")
+            recogniser_table = gr.Dataframe(
+                headers=RECOGNISER_COLUMNS,
+                interactive=False,
+                wrap=True,
+                label="Identity match: original face vs protected face (and a reference photo)",
+            )
         with gr.Tab("Attack lab"):
-            gr.Markdown("Step through an attack one iteration at a time: how the models' confidence falls "
-                        "while the perturbation grows, and what the budget buys.")
+            gr.Markdown(
+                "Step through an attack one iteration at a time: how the models' confidence falls "
+                "while the perturbation grows, and what the budget buys."
+            )
             with gr.Row():
                 with gr.Column(scale=1):
                     lab_image = gr.Image(label="Photo", type="filepath", format="png")
-                    lab_method = gr.Radio([("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
-                                          value="detector-pgd", label="Attack")
+                    lab_method = gr.Radio(
+                        [("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
+                        value="detector-pgd",
+                        label="Attack",
+                    )
                     lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
                     lab_steps = knob_slider("lab_steps", 5, 40, "Iterations")
                     lab_button = gr.Button("Run the attack", variant="primary")
@@ -251,28 +337,54 @@ def create_demo() -> gr.Blocks:
                     lab_caption = gr.Markdown()
                     with gr.Row():
                         lab_view = gr.Image(label="Photo at this iteration", format="png", interactive=False)
-                        lab_amplified = gr.Gallery(label="Perturbation, amplified", columns=3, format="png",
-                                                   height="auto")
+                        lab_amplified = gr.Gallery(
+                            label="Perturbation, amplified", columns=3, format="png", height="auto"
+                        )
                     lab_plot = gr.Plot(label="Loss and model scores per iteration")
                     sweep_plot = gr.Plot(label="Budget sweep")
-                    sweep_table = gr.Dataframe(headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"],
-                                               interactive=False)
+                    sweep_table = gr.Dataframe(
+                        headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"], interactive=False
+                    )
             lab_trace = gr.State(None)
-            lab_button.click(run_lab, [lab_image, lab_method, lab_eps, lab_steps],
-                             [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
-                             api_name="lab", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
-            lab_step.release(show_iteration, [lab_trace, lab_step], [lab_view, lab_amplified, lab_plot, lab_caption],
-                             api_name=False, preprocess=False)
-            sweep_button.click(run_sweep, [lab_image, lab_method, lab_steps], [sweep_plot, sweep_table],
-                               api_name="sweep", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
+            lab_button.click(
+                run_lab,
+                [lab_image, lab_method, lab_eps, lab_steps],
+                [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
+                api_name="lab",
+                concurrency_limit=settings.CONCURRENCY_LIMIT,
+                preprocess=False,
+            )
+            lab_step.release(
+                show_iteration,
+                [lab_trace, lab_step],
+                [lab_view, lab_amplified, lab_plot, lab_caption],
+                api_name=False,
+                preprocess=False,
+            )
+            sweep_button.click(
+                run_sweep,
+                [lab_image, lab_method, lab_steps],
+                [sweep_plot, sweep_table],
+                api_name="sweep",
+                concurrency_limit=settings.CONCURRENCY_LIMIT,
+                preprocess=False,
+            )
         with gr.Tab("Models"):
-            gr.Dataframe(value=model_table, headers=["model", "kind", "available", "source", "licence"],
-                         interactive=False, wrap=True)
+            gr.Dataframe(
+                value=model_table,
+                headers=["model", "kind", "available", "source", "licence"],
+                interactive=False,
+                wrap=True,
+            )
         method.change(method_controls, method, [eps, strength], api_name=False)
-        button.click(run, [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust,
-                           targets, norm],
-                     [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
-                     api_name="protect", concurrency_limit=settings.CONCURRENCY_LIMIT, preprocess=False)
+        button.click(
+            run,
+            [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
+            [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
+            api_name="protect",
+            concurrency_limit=settings.CONCURRENCY_LIMIT,
+            preprocess=False,
+        )
     return demo
 
 

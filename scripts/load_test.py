@@ -48,8 +48,9 @@ def call(url: str, path: Path, method: str, steps: int = 10):
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
-    return client.submit(handle_file(str(path)), method, 8, steps, False, False, None, None, "dodging", False, None,
-                         api_name="/protect")
+    return client.submit(
+        handle_file(str(path)), method, 8, steps, False, False, None, None, "dodging", False, None, api_name="/protect"
+    )
 
 
 def served_pngs() -> int:
@@ -66,10 +67,19 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=7861)
     args = parser.parse_args(argv)
 
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(args.port), GRADIO_ANALYTICS_ENABLED="False",
-               FACESHIELD_THREADS=os.getenv("FACESHIELD_THREADS", "1"))
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=Path(__file__).resolve().parents[1], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        GRADIO_SERVER_PORT=str(args.port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        FACESHIELD_THREADS=os.getenv("FACESHIELD_THREADS", "1"),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{args.port}/"
     try:
         wait_up(url)
@@ -93,7 +103,9 @@ def main(argv=None) -> int:
                 ok = got.shape == photos[i][1].shape and np.array_equal(got, photos[i][1])
                 outcome[i] = ("completed" if ok else "WRONG PHOTO", time.time() - start, "")
             except Exception as exc:  # noqa: BLE001 - the message is the result
-                kind = "refused (queue full)" if "queue" in str(exc).lower() and "full" in str(exc).lower() else "FAILED"
+                kind = (
+                    "refused (queue full)" if "queue" in str(exc).lower() and "full" in str(exc).lower() else "FAILED"
+                )
                 outcome[i] = (kind, time.time() - start, str(exc)[:120])
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
@@ -106,13 +118,17 @@ def main(argv=None) -> int:
         rss_after = rss_mb(server.pid)
         kinds = [o[0] for o in outcome.values()]
         done = [o[1] for o in outcome.values() if o[0] == "completed"]
-        print("| clients | completed | refused (queue full) | wrong photo | failed | median s | max s | wall s "
-              "| server RSS MB before -> after | download PNGs added (net, old ones pruned) |")
+        print(
+            "| clients | completed | refused (queue full) | wrong photo | failed | median s | max s | wall s "
+            "| server RSS MB before -> after | download PNGs added (net, old ones pruned) |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         files_after = served_pngs()
-        print(f"| {args.clients} | {kinds.count('completed')} | {kinds.count('refused (queue full)')} "
-              f"| {kinds.count('WRONG PHOTO')} | {kinds.count('FAILED')} | {np.median(done):.1f} | {max(done):.1f} "
-              f"| {wall:.1f} | {rss_before:.0f} -> {rss_after:.0f} | {files_after - files_before} |")
+        print(
+            f"| {args.clients} | {kinds.count('completed')} | {kinds.count('refused (queue full)')} "
+            f"| {kinds.count('WRONG PHOTO')} | {kinds.count('FAILED')} | {np.median(done):.1f} | {max(done):.1f} "
+            f"| {wall:.1f} | {rss_before:.0f} -> {rss_after:.0f} | {files_after - files_before} |"
+        )
         for i, (kind, _, msg) in sorted(outcome.items()):
             if kind not in ("completed",):
                 print(f"client {i}: {kind} {msg}")

@@ -39,16 +39,21 @@ def main(argv=None) -> int:
     files = plan(args.folder)
     for local, remote in files:
         digest = hashlib.sha256(local.read_bytes()).hexdigest()[:16]
-        print(f"{'would upload' if args.dry_run else 'upload'} {local.name} -> {args.repo}/{remote} "
-              f"({local.stat().st_size / 1e6:.2f} MB, sha256 {digest}...)")
+        print(
+            f"{'would upload' if args.dry_run else 'upload'} {local.name} -> {args.repo}/{remote} "
+            f"({local.stat().st_size / 1e6:.2f} MB, sha256 {digest}...)"
+        )
     if args.dry_run:
         return 0
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
     api.create_repo(args.repo, repo_type="model", private=args.private, exist_ok=True)
-    info = api.create_commit(args.repo, [CommitOperationAdd(remote, str(local)) for local, remote in files],
-                             commit_message="FaceShield weights and model card")
+    info = api.create_commit(
+        args.repo,
+        [CommitOperationAdd(remote, str(local)) for local, remote in files],
+        commit_message="FaceShield weights and model card",
+    )
     print(f"published: {info.commit_url}\npin this commit: {info.oid}")
     return 0
 

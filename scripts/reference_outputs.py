@@ -69,8 +69,12 @@ def keras_outputs() -> None:
     std = np.maximum(chips.std(axis=(1, 2, 3), keepdims=True), 1.0 / np.sqrt(chips[0].size))
     raw = model.predict((chips - mean) / std, verbose=0)
     embeddings = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    np.savez_compressed(OUT, chips=(chips * 255).round().astype(np.uint8), embeddings=embeddings.astype(np.float32),
-                        keras_version=keras.__version__)
+    np.savez_compressed(
+        OUT,
+        chips=(chips * 255).round().astype(np.uint8),
+        embeddings=embeddings.astype(np.float32),
+        keras_version=keras.__version__,
+    )
     print(f"Keras {keras.__version__} embeddings {embeddings.shape} -> {OUT}")
 
 
@@ -110,8 +114,9 @@ def blazeface_outputs() -> None:
             out[f"{key}_regressors"] = detector.interpreter.get_tensor(detector.bbox_index)[0][top]
             dets = detector(image)
             h, w = photos[name].shape[:2]
-            out[f"{key}_boxes"] = np.array([[d.bbox.xmin * w, d.bbox.ymin * h, d.bbox.xmax * w, d.bbox.ymax * h]
-                                            for d in dets], np.float32).reshape(-1, 4)
+            out[f"{key}_boxes"] = np.array(
+                [[d.bbox.xmin * w, d.bbox.ymin * h, d.bbox.xmax * w, d.bbox.ymax * h] for d in dets], np.float32
+            ).reshape(-1, 4)
             out[f"{key}_probs"] = np.array([d.score for d in dets], np.float32)
             print(key, out[f"{key}_boxes"].round().tolist(), out[f"{key}_probs"].round(3).tolist())
     np.savez_compressed(BLAZEFACE_OUT, **out)
@@ -119,5 +124,6 @@ def blazeface_outputs() -> None:
 
 
 if __name__ == "__main__":
-    {"inputs": make_inputs, "keras": keras_outputs,
-     "photos": save_photos, "blazeface": blazeface_outputs}[sys.argv[1]]()
+    {"inputs": make_inputs, "keras": keras_outputs, "photos": save_photos, "blazeface": blazeface_outputs}[
+        sys.argv[1]
+    ]()

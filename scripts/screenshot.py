@@ -20,8 +20,15 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 import app  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -63,7 +70,7 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
-            only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else []
+            only = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else []
             if not only and "--lab" not in sys.argv:
                 shoot(browser, "detector-pgd", DOCS / "screenshot.png")
             methods = [m for m in METHODS if m != "detector-pgd"] if "--all" in sys.argv else only

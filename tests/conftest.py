@@ -49,7 +49,18 @@ def protect_args(path, **kw) -> dict:
     """Keyword arguments of the /protect endpoint: the page's defaults, `path` uploaded, `kw` on top."""
     from gradio_client import handle_file
 
-    args = {"image_path": handle_file(str(path)) if path else None, "method": "detector-pgd", "eps": 8,
-            "steps": 80, "whole_image": False, "slow_judges": False, "reference_path": None, "strength": None,
-            "mode": "dodging", "robust": False, "target_paths": None, "norm": "linf"}
+    args = {
+        "image_path": handle_file(str(path)) if path else None,
+        "method": "detector-pgd",
+        "eps": 8,
+        "steps": 80,
+        "whole_image": False,
+        "slow_judges": False,
+        "reference_path": None,
+        "strength": None,
+        "mode": "dodging",
+        "robust": False,
+        "target_paths": None,
+        "norm": "linf",
+    }
     return {**args, **kw}

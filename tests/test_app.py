@@ -48,7 +48,8 @@ def test_attack_lab_steps_through_iterations(client):
     from faceshield.examples import example_photos
 
     trace_slider, view, amplified, plot, caption = client.predict(
-        handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 30, api_name="/lab")
+        handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 30, api_name="/lab"
+    )
     assert "Iteration" in caption and len(amplified) == 3
     assert plot is not None
 
@@ -85,8 +86,11 @@ def test_page_controls_span_the_bounds_the_server_checks():
     assert all(events[name].preprocess is False for name in ("protect", "lab", "sweep"))
 
     props = {c["props"].get("label"): (c["type"], c["props"]) for c in app.demo.get_config_file()["components"]}
-    for label, key in [("Maximum iterations", "steps"), ("Iterations", "lab_steps"),
-                       ("Budget (grey levels of 255)", "lab_eps")]:
+    for label, key in [
+        ("Maximum iterations", "steps"),
+        ("Iterations", "lab_steps"),
+        ("Budget (grey levels of 255)", "lab_eps"),
+    ]:
         kind, p = props[label]
         assert kind == "slider" and (p["minimum"], p["maximum"]) == (settings.KNOBS[key].low, settings.KNOBS[key].high)
     for key, cls in app.METHODS.items():

@@ -18,13 +18,14 @@ class _Points(Recogniser):
 def _leakage(embeddings: dict[str, list[float]]) -> dict:
     people = {p: p.split("/")[0] for p in embeddings}
     photos = sorted(embeddings)
-    pairs = [(a, b, people[a] == people[b]) for i, a in enumerate(photos) for b in photos[i + 1:]]
+    pairs = [(a, b, people[a] == people[b]) for i, a in enumerate(photos) for b in photos[i + 1 :]]
     return identity_leakage(_Points(), {p: np.array(e, float) for p, e in embeddings.items()}, pairs, people)
 
 
 def test_leakage_of_separated_and_of_identical_embeddings():
-    separated = _leakage({"ann/1": [0, 0], "ann/2": [0.1, 0], "ann/3": [0, 0.1],
-                          "bob/1": [5, 5], "bob/2": [5.1, 5], "bob/3": [5, 5.1]})
+    separated = _leakage(
+        {"ann/1": [0, 0], "ann/2": [0.1, 0], "ann/3": [0, 0.1], "bob/1": [5, 5], "bob/2": [5.1, 5], "bob/3": [5, 5.1]}
+    )
     assert separated["auc"] == 1.0 and separated["rank1"] == 1.0 and separated["accuracy"] == 1.0
     assert separated["trained"] == 1.0
     assert separated["rank1_chance"] == pytest.approx(2 / 5)
@@ -41,8 +42,9 @@ def test_auc_interval_spans_the_spread_between_people():
     # AUC looks good depends on which people the data happens to hold
     rng = np.random.default_rng(0)
     centres = {"ann": [0, 0], "bob": [9, 9], "cat": [0, 9], "dan": [0.3, 9]}
-    mixed = _leakage({f"{who}/{n}": list(np.add(c, rng.normal(0, 0.5, 2))) for who, c in centres.items()
-                      for n in range(4)})
+    mixed = _leakage(
+        {f"{who}/{n}": list(np.add(c, rng.normal(0, 0.5, 2))) for who, c in centres.items() for n in range(4)}
+    )
     assert mixed["auc_low"] < mixed["auc"] < mixed["auc_high"] <= 1.0
     assert mixed["auc_high"] - mixed["auc_low"] > 0.05
 
@@ -55,7 +57,7 @@ def _views(photo: np.ndarray, box: tuple[int, int, int, int], n: int) -> list[np
     for i in range(n):
         grow = 0.35 + 0.15 * i
         dx, dy = int((x2 - x1) * grow), int((y2 - y1) * grow)
-        crop = photo[max(0, y1 - dy):min(h, y2 + dy), max(0, x1 - dx + 4 * i):min(w, x2 + dx + 4 * i)]
+        crop = photo[max(0, y1 - dy) : min(h, y2 + dy), max(0, x1 - dx + 4 * i) : min(w, x2 + dx + 4 * i)]
         out.append(crop[:, ::-1] if i % 2 else crop)
     return out
 
@@ -80,7 +82,7 @@ def tiny_identities(tmp_path_factory, photos):
             files[path] = person
     names = sorted(files)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             rows.append(f"{a},{b},{int(files[a] == files[b])}")
     (root / "pairs.csv").write_text("img_a,img_b,same\n" + "\n".join(rows) + "\n")
     return root

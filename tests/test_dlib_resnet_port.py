@@ -51,7 +51,7 @@ def test_gradient_reaches_the_photo(photos, port):
     grad = x.grad[0].abs().sum(0)
     assert grad.sum() > 0
     x1, y1, x2, y2 = box.astype(int)
-    inside = grad[max(0, y1 - 40):y2 + 40, max(0, x1 - 40):x2 + 40].sum()
+    inside = grad[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40].sum()
     assert inside / grad.sum() > 0.99  # only the face chip's pixels matter
 
 

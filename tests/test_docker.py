@@ -14,8 +14,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KNOWN = {"FROM", "RUN", "COPY", "ADD", "ENV", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "ARG", "LABEL",
-         "HEALTHCHECK"}
+KNOWN = {
+    "FROM",
+    "RUN",
+    "COPY",
+    "ADD",
+    "ENV",
+    "USER",
+    "WORKDIR",
+    "EXPOSE",
+    "CMD",
+    "ENTRYPOINT",
+    "ARG",
+    "LABEL",
+    "HEALTHCHECK",
+}
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -35,7 +48,9 @@ def _pip_installs(command: str) -> list[list[str]]:
     for part in re.split(r"&&|;", command):
         words = shlex.split(part)
         if "pip" in words and "install" in words:
-            found.append([w for w in words[words.index("install") + 1:] if w not in ("--no-cache-dir", "--user", "-q")])
+            found.append(
+                [w for w in words[words.index("install") + 1 :] if w not in ("--no-cache-dir", "--user", "-q")]
+            )
     return found
 
 
@@ -96,8 +111,10 @@ def test_app_files_belong_to_root_and_only_the_cache_is_writable():
     workdir = [rest for word, rest in ins if word == "WORKDIR"][-1]
     assert not workdir.startswith("/home")
     last_copy = max(i for i, w in enumerate(words) if w == "COPY")
-    assert any(word == "RUN" and re.search(rf"chmod -R \S*go-w\S* {re.escape(workdir)}\b", rest)
-               for word, rest in ins[last_copy:user_at])
+    assert any(
+        word == "RUN" and re.search(rf"chmod -R \S*go-w\S* {re.escape(workdir)}\b", rest)
+        for word, rest in ins[last_copy:user_at]
+    )
     home, cache = _env(after)["HOME"], _env(after)["FACESHIELD_CACHE"]
     assert home == "/home/user" and cache.startswith(home + "/")
     assert "HOME" not in _env(before), "root would write into the user's home during the install"
@@ -112,14 +129,22 @@ def test_cpu_only_torch_is_a_build_argument():
     first_pip = min(i for i, (word, rest) in enumerate(ins) if word == "RUN" and _pip_installs(rest))
     assert args and args[0] < first_pip and ins[args[0]][1] == "PIP_EXTRA_INDEX_URL="
     assert "--build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in (ROOT / "README.md").read_text()
-    probe = ("from pip._internal.commands import create_command; "
-             "print(create_command('install').parse_args([])[0].extra_index_urls)")
+    probe = (
+        "from pip._internal.commands import create_command; "
+        "print(create_command('install').parse_args([])[0].extra_index_urls)"
+    )
     cpu = "https://download.pytorch.org/whl/cpu"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # as in the image:
     clean["PIP_CONFIG_FILE"] = os.devnull  # no pip.conf of this machine
     for value, expected in [("", "[]"), (cpu, f"['{cpu}']")]:
-        out = subprocess.run([sys.executable, "-c", probe], env={**clean, "PIP_EXTRA_INDEX_URL": value},
-                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**clean, "PIP_EXTRA_INDEX_URL": value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
         assert out == expected, (value, out)
 
 
@@ -137,14 +162,16 @@ def test_healthcheck_probes_the_running_app(client):
 
     command = _healthcheck_command()
     port = app.demo.server_port
-    up = subprocess.run(command, env={**os.environ, "GRADIO_SERVER_PORT": str(port)}, capture_output=True,
-                        timeout=60, check=False)
+    up = subprocess.run(
+        command, env={**os.environ, "GRADIO_SERVER_PORT": str(port)}, capture_output=True, timeout=60, check=False
+    )
     assert up.returncode == 0, up.stderr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    down = subprocess.run(command, env={**os.environ, "GRADIO_SERVER_PORT": str(free)}, capture_output=True,
-                          timeout=60, check=False)
+    down = subprocess.run(
+        command, env={**os.environ, "GRADIO_SERVER_PORT": str(free)}, capture_output=True, timeout=60, check=False
+    )
     assert down.returncode != 0
 
 
@@ -152,6 +179,7 @@ def _docker_ignored(path: str, patterns: list[str]) -> bool:
     """Whether Docker leaves `path` (relative, '/'-separated) out of the build context: a
     pattern matches the path or one of its parent folders; `*` and `?` stay inside one path
     element, `**` spans any number of them (Docker's rules, without `!` exceptions)."""
+
     def regex(pattern: str) -> str:
         out = ""
         for part in pattern.strip("/").split("/"):
@@ -160,6 +188,7 @@ def _docker_ignored(path: str, patterns: list[str]) -> bool:
             else:
                 out += "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in part) + "/"
         return out.rstrip("/")
+
     parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 2)]
     return any(re.fullmatch(regex(p), parent) for p in patterns for parent in parents)
 
@@ -168,13 +197,23 @@ def test_dockerignore_keeps_history_runs_and_caches_out():
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert not any(p.startswith("!") for p in patterns)
-    for path in [".git/HEAD", "runs/generator/step_100.safetensors", "bench_results/zoo/results.json",
-                 "__pycache__/app.cpython-311.pyc", "src/faceshield/__pycache__/images.cpython-311.pyc",
-                 ".pytest_cache/README.md", "src/faceshield.egg-info/PKG-INFO"]:
+    for path in [
+        ".git/HEAD",
+        "runs/generator/step_100.safetensors",
+        "bench_results/zoo/results.json",
+        "__pycache__/app.cpython-311.pyc",
+        "src/faceshield/__pycache__/images.cpython-311.pyc",
+        ".pytest_cache/README.md",
+        "src/faceshield.egg-info/PKG-INFO",
+    ]:
         assert _docker_ignored(path, patterns), path
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    needed = [f for f in tracked if f.startswith(("src/", "weights/")) or f in (
-        "app.py", "README.md", "pyproject.toml", "requirements.txt", "requirements-models.txt")]
+    needed = [
+        f
+        for f in tracked
+        if f.startswith(("src/", "weights/"))
+        or f in ("app.py", "README.md", "pyproject.toml", "requirements.txt", "requirements-models.txt")
+    ]
     assert "src/faceshield/service.py" in needed and any(f.endswith(".safetensors") for f in needed)
     assert not [f for f in needed if _docker_ignored(f, patterns)]
     assert _docker_ignored("runs", patterns) and not _docker_ignored("running.py", patterns)

@@ -29,14 +29,21 @@ def test_image_quality():
     assert image_quality(a, b) == {"psnr": float("inf"), "ssim": 1.0, "linf": 0}
     b[0, 0, 0] = 8
     q = image_quality(a, b)
-    assert q["linf"] == 8 and q["psnr"] == pytest.approx(10 * np.log10(255**2 / (64 / (32 * 32 * 3)))) and q["ssim"] < 1.0
+    assert (
+        q["linf"] == 8 and q["psnr"] == pytest.approx(10 * np.log10(255**2 / (64 / (32 * 32 * 3)))) and q["ssim"] < 1.0
+    )
 
 
 def test_evaluate_with_reference_photo(photos):
     astronaut = photos["astronaut"]
     noisy = np.clip(astronaut.astype(int) + np.random.default_rng(0).integers(-2, 3, astronaut.shape), 0, 255)
-    ev = evaluate(astronaut, noisy.astype(np.uint8), ["mtcnn", "haar"], ["dlib-resnet"],
-                  reference=np.ascontiguousarray(astronaut[:, ::-1]))
+    ev = evaluate(
+        astronaut,
+        noisy.astype(np.uint8),
+        ["mtcnn", "haar"],
+        ["dlib-resnet"],
+        reference=np.ascontiguousarray(astronaut[:, ::-1]),
+    )
     assert [v.key for v in ev.detectors] == ["mtcnn", "haar"] and ev.detectors[0].hidden == 0
     (rec,) = ev.recognisers
     face = rec.matches[0]

@@ -64,7 +64,7 @@ def test_fifty_faces_in_one_photo(photos):
     for i in range(50):
         r, c = divmod(i, 8)
         if r < 7:
-            grid[r * 100:r * 100 + 90, c * 90:c * 90 + 80] = face
+            grid[r * 100 : r * 100 + 90, c * 90 : c * 90 + 80] = face
     page = protect_photo(grid, method="pixelate")
     before = len(models.load("mtcnn").detect(grid))
     assert before >= 40  # MTCNN sees (most of) them
@@ -95,6 +95,7 @@ def no_work(monkeypatch):
         def called(*args, **kwargs):
             ran.append(name)
             raise AssertionError(f"{name} ran")
+
         return called
 
     monkeypatch.setattr(app, "protect_photo", spy("protect_photo"))
@@ -194,8 +195,9 @@ def _raw_call(url: str, api_name: str, data: list) -> dict:
 
     body = json.dumps({"data": data})  # allow_nan: NaN -> NaN, inf -> Infinity
     assert "NaN" in body or "Infinity" in body
-    started = httpx.post(f"{url}gradio_api/call{api_name}", content=body,
-                         headers={"content-type": "application/json"}, timeout=30)
+    started = httpx.post(
+        f"{url}gradio_api/call{api_name}", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     started.raise_for_status()
     stream = httpx.get(f"{url}gradio_api/call{api_name}/{started.json()['event_id']}", timeout=120).text
     event = [line for line in stream.splitlines() if line.startswith("event:")][-1].split(":", 1)[1].strip()
@@ -209,11 +211,13 @@ def test_json_nan_and_infinity_do_not_slip_through_the_sliders(client, no_work):
 
     url = app.demo.local_url
     protect = [None, "blur", float("nan"), 80, False, False, None, None, "dodging", False, None, "linf"]
-    cases = [("/protect", protect, "budget .* finite"),
-             ("/protect", protect[:2] + [8, float("inf")] + protect[4:], "iterations .* finite"),
-             ("/protect", protect[:2] + [8, 80] + protect[4:7] + [float("nan")] + protect[8:], "Blur .* finite"),
-             ("/lab", [None, "detector-pgd", float("nan"), 20], "budget .* finite"),
-             ("/sweep", [None, "detector-pgd", float("-inf")], "iterations .* finite")]
+    cases = [
+        ("/protect", protect, "budget .* finite"),
+        ("/protect", protect[:2] + [8, float("inf")] + protect[4:], "iterations .* finite"),
+        ("/protect", protect[:2] + [8, 80] + protect[4:7] + [float("nan")] + protect[8:], "Blur .* finite"),
+        ("/lab", [None, "detector-pgd", float("nan"), 20], "budget .* finite"),
+        ("/sweep", [None, "detector-pgd", float("-inf")], "iterations .* finite"),
+    ]
     for api_name, data, expected in cases:
         reply = _raw_call(url, api_name, data)
         assert reply["event"] == "error" and re.search(expected, reply["data"]["error"] or ""), (api_name, reply)
@@ -223,13 +227,16 @@ def _unusable_files(folder: Path) -> dict[str, tuple[Path, str]]:
     """{kind: (file, what the message must say)} for uploads FaceShield must refuse."""
     from faceshield.images import allowed_formats
 
-    files = {"empty": (b"", "is empty"),
-             "text": (b"name,age\nAda,36\n" * 20, "not an image FaceShield can read"),
-             "heic": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(300),
-                      "HEIC/HEIF photo, which this server cannot read" if "HEIF" not in allowed_formats()
-                      else "not an image"),
-             "psd": (b"8BPS\x00\x01" + bytes(200), "Photoshop"),
-             "pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(100), "PDF")}
+    files = {
+        "empty": (b"", "is empty"),
+        "text": (b"name,age\nAda,36\n" * 20, "not an image FaceShield can read"),
+        "heic": (
+            b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(300),
+            "HEIC/HEIF photo, which this server cannot read" if "HEIF" not in allowed_formats() else "not an image",
+        ),
+        "psd": (b"8BPS\x00\x01" + bytes(200), "Photoshop"),
+        "pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(100), "PDF"),
+    }
     out = {}
     for kind, (data, expected) in files.items():
         path = folder / f"{kind}.{'png' if kind in ('empty', 'text') else kind}"
@@ -248,12 +255,16 @@ def test_unusable_uploads_get_a_friendly_message_and_no_path(client, small_face,
     from gradio_client import handle_file
 
     for kind, (path, expected) in _unusable_files(tmp_path).items():
-        calls = [("/protect", protect_args(path, method="blur")),
-                 ("/protect", protect_args(small_face, method="blur", reference_path=handle_file(str(path)))),
-                 ("/protect", protect_args(small_face, method="tip-im", mode="targeted",
-                                           target_paths=[handle_file(str(path))])),
-                 ("/lab", _lab_args(path)),
-                 ("/sweep", {k: v for k, v in _lab_args(path).items() if k != "eps"})]
+        calls = [
+            ("/protect", protect_args(path, method="blur")),
+            ("/protect", protect_args(small_face, method="blur", reference_path=handle_file(str(path)))),
+            (
+                "/protect",
+                protect_args(small_face, method="tip-im", mode="targeted", target_paths=[handle_file(str(path))]),
+            ),
+            ("/lab", _lab_args(path)),
+            ("/sweep", {k: v for k, v in _lab_args(path).items() if k != "eps"}),
+        ]
         for api_name, kwargs in calls:
             message = _refusal(client, api_name, **kwargs)
             if kwargs.get("target_paths") and "Invalid file type" in message:
@@ -362,7 +373,10 @@ def test_each_process_gets_its_own_download_folder_removed_at_exit():
     from faceshield import service
 
     code = "from faceshield.service import output_dir; print(output_dir())"
-    other = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                timeout=300).stdout.strip())
+    other = Path(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+        ).stdout.strip()
+    )
     assert other != service.output_dir() and other.name.startswith("faceshield-outputs-")
     assert not other.exists()

@@ -22,14 +22,25 @@ def _tiny_arcface_onnx(path):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.1, (16, 3, 3, 3)).astype(np.float32), "conv_w"),
-             numpy_helper.from_array(rng.normal(0, 0.1, (512, 16)).astype(np.float32), "fc_w"),
-             numpy_helper.from_array(np.zeros(512, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["input.1", "conv_w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"], transB=1)]
-    graph = helper.make_graph(nodes, "arcface", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
-                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])], inits)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.1, (16, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (512, 16)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(512, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "conv_w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "arcface",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
@@ -113,7 +124,9 @@ def test_publish_dry_run_lists_the_model_card_and_weights(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("publish", Path(__file__).parents[1] / "scripts" / "publish_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "publish", Path(__file__).parents[1] / "scripts" / "publish_weights.py"
+    )
     publish = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(publish)
     (tmp_path / "README.md").write_text("model card")

@@ -22,7 +22,7 @@ def test_pixelate_makes_blocks_and_mask_fills(photos):
     astronaut = photos["astronaut"]
     faces = models.load("mtcnn").detect(astronaut)
     x1, y1, x2, y2 = faces.boxes[0].astype(int)
-    pixelated = build("pixelate", strength=4)(astronaut, faces).pixels[y1 + 2:y2 - 2, x1 + 2:x2 - 2]
+    pixelated = build("pixelate", strength=4)(astronaut, faces).pixels[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
     assert len(np.unique(pixelated.reshape(-1, 3), axis=0)) <= 25  # at most 5 x 5 blocks touch it
     masked = build("mask", strength=0)(astronaut, faces).pixels[y1:y2, x1:x2]
     assert (masked == 0).all()

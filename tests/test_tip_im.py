@@ -110,7 +110,7 @@ def test_l2_budget_holds_after_rounding(photos):
     change = result.pixels.astype(np.float64) - pixels
     mask = region_mask(pixels.shape[:2], result.faces.boxes, tip.face_margin)
     assert np.abs(change).sum() > 0 and np.abs(change[mask == 0]).sum() == 0
-    assert np.sqrt((change ** 2).sum()) <= 3 * np.sqrt(3 * mask.sum()) + 1e-6
+    assert np.sqrt((change**2).sum()) <= 3 * np.sqrt(3 * mask.sum()) + 1e-6
     # rounding that would overshoot the ball is shrunk back into it
     delta = torch.full((1, 3, 8, 8), 0.5)
     out = l2_round(delta, torch.full((1, 3, 8, 8), 100.0), radius=float(delta.norm()))

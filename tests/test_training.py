@@ -61,6 +61,21 @@ def test_trainer_checkpoints_resumes_and_exports_a_working_file(trainer, dataset
 
     # the command line reaches the same file (how a run is benched before it is shipped)
     Image.fromarray(photos["astronaut"]).save(tmp_path / "astronaut.png")
-    assert cli(["--threads", "1", "protect", str(tmp_path / "astronaut.png"), "-o", str(tmp_path / "out"),
-                "--method", trainer, "--weights", str(export)]) == 0
+    assert (
+        cli(
+            [
+                "--threads",
+                "1",
+                "protect",
+                str(tmp_path / "astronaut.png"),
+                "-o",
+                str(tmp_path / "out"),
+                "--method",
+                trainer,
+                "--weights",
+                str(export),
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "astronaut.png")), result.pixels)

@@ -19,8 +19,7 @@ def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, t
     (tmp_path / "detection" / "boxes.json").write_text(json.dumps({"one.jpg": [box.round().tolist()]}))
     Image.fromarray(astronaut[:300, 60:360]).save(tmp_path / "identities" / "someone" / "1.jpg", quality=95)
 
-    results = run_transfer_bench(tmp_path, "detector-pgd", {"steps": 3, "attack": ("mtcnn",)},
-                                 out_dir=tmp_path / "out")
+    results = run_transfer_bench(tmp_path, "detector-pgd", {"steps": 3, "attack": ("mtcnn",)}, out_dir=tmp_path / "out")
     method, control = results["methods"]
     assert control.startswith("noise")
     rows = results["methods"][method]["detectors"]

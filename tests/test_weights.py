@@ -44,8 +44,11 @@ def test_missing_hub_file_falls_back_to_the_package(hub_cache):
 def test_every_failure_is_reported(hub_cache, monkeypatch, tmp_path):
     monkeypatch.setattr(weights, "REPO_WEIGHTS", tmp_path / "no-weights")
     with pytest.raises(WeightsUnavailable) as err:
-        resolve(HubFile("faceshield/test-model", "other.safetensors", COMMIT), RepoFile("generator.safetensors"),
-                PackageFile("no_such_package_xyz", "model.bin"))
+        resolve(
+            HubFile("faceshield/test-model", "other.safetensors", COMMIT),
+            RepoFile("generator.safetensors"),
+            PackageFile("no_such_package_xyz", "model.bin"),
+        )
     message = str(err.value)
     assert "hub faceshield/test-model/other.safetensors@01234567" in message
     assert "weights/generator.safetensors" in message and "no_such_package_xyz" in message

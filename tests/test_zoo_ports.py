@@ -70,9 +70,15 @@ def test_sface_dequantisation_matches_onnx_reference():
     scale = rng.uniform(0.001, 0.1, (6, 3)).astype(np.float32)
     zero = rng.integers(-5, 5, (6, 3), dtype=np.int8)
     node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1, block_size=64)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in
-                                            (("q", TensorProto.INT8), ("s", TensorProto.FLOAT), ("z", TensorProto.INT8))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info(n, t, None)
+            for n, t in (("q", TensorProto.INT8), ("s", TensorProto.FLOAT), ("z", TensorProto.INT8))
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     (expected,) = ReferenceEvaluator(model).run(None, {"q": q, "s": scale, "z": zero})
     np.testing.assert_allclose(dequantize_blocks(q, scale, zero, axis=1, block_size=64), expected, rtol=0, atol=1e-7)
@@ -109,7 +115,7 @@ def test_gradient_reaches_the_photo_only_near_the_face(photos, key):
     assert grad.sum() > 0
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
-    inside = grad[int(max(0, y1 - h)):int(y2 + h), int(max(0, x1 - w)):int(x2 + w)].sum()
+    inside = grad[int(max(0, y1 - h)) : int(y2 + h), int(max(0, x1 - w)) : int(x2 + w)].sum()
     assert inside / grad.sum() > 0.999  # the crop never reaches far outside the face
 
 
@@ -187,8 +193,11 @@ def test_dlib_mmod_port_equals_native_dlib(photos):
     for name in ("astronaut", "zidane", "bus"):
         pixels = photos[name]
         s = 640 / max(pixels.shape[:2])  # native dlib takes seconds per photo at full size
-        pixels = cv2.resize(pixels, (round(pixels.shape[1] * s), round(pixels.shape[0] * s)),
-                            interpolation=cv2.INTER_AREA) if s < 1 else pixels
+        pixels = (
+            cv2.resize(pixels, (round(pixels.shape[1] * s), round(pixels.shape[0] * s)), interpolation=cv2.INTER_AREA)
+            if s < 1
+            else pixels
+        )
         got = port.detect(pixels)
         want = native(np.ascontiguousarray(pixels), 0)
         boxes = np.array([[d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1] for d in want])

@@ -34,8 +34,11 @@ def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += [(f, f.relative_to(p).with_suffix(".png")) for f in sorted(p.rglob("*"))
-                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            files += [
+                (f, f.relative_to(p).with_suffix(".png"))
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            ]
         else:
             files.append((p, Path(p.stem + ".png")))
     return files
@@ -43,40 +46,79 @@ def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
 
 def add_protection_options(p) -> None:
     """The knobs every protection command shares (protect and bench)."""
-    p.add_argument("--eps", type=float, default=8,
-                   help="budget in grey levels out of 255 (default 8): L-inf, or with --norm l2 the RMS change "
-                        "over the face regions")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=8,
+        help="budget in grey levels out of 255 (default 8): L-inf, or with --norm l2 the RMS change "
+        "over the face regions",
+    )
     p.add_argument("--norm", choices=["linf", "l2"], help="tip-im: L-inf (default) or L2 budget")
     p.add_argument("--steps", type=int, help="iterations for iterative methods")
-    p.add_argument("--strength", type=float,
-                   help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level")
-    p.add_argument("--attack", nargs="+", metavar="MODEL",
-                   help="white-box models to attack (default: each method's own), e.g. --attack facenet sface")
+    p.add_argument(
+        "--strength",
+        type=float,
+        help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level",
+    )
+    p.add_argument(
+        "--attack",
+        nargs="+",
+        metavar="MODEL",
+        help="white-box models to attack (default: each method's own), e.g. --attack facenet sface",
+    )
     p.add_argument("--mode", choices=["dodging", "targeted"], help="tip-im: just do not match, or match a target")
-    p.add_argument("--target", nargs="+", metavar="PHOTO",
-                   help="tip-im targeted: photos of target identities (default: built-in faces)")
-    p.add_argument("--margin", type=float,
-                   help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
-                        "better to unseen recognisers and costs PSNR)")
-    p.add_argument("--model-dropout", type=float,
-                   help="tip-im: dropout probability on the attacked recognisers' convolutions during the attack "
-                        "(model augmentation for transfer to recognisers it never saw; default 0)")
-    p.add_argument("--parts", nargs="+", choices=["gradient", "transfer", "uap"],
-                   help="apf: which of its three parts to use (default all)")
-    p.add_argument("--robust", action="store_true",
-                   help="tip-im: expectation over JPEG and down-scaling, to survive re-compression")
-    p.add_argument("--weights", metavar="FILE",
-                   help="generator, apf, ddm: a .safetensors file to use instead of the shipped one "
-                        "(e.g. a training run's export, to bench it before shipping)")
+    p.add_argument(
+        "--target",
+        nargs="+",
+        metavar="PHOTO",
+        help="tip-im targeted: photos of target identities (default: built-in faces)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
+        "better to unseen recognisers and costs PSNR)",
+    )
+    p.add_argument(
+        "--model-dropout",
+        type=float,
+        help="tip-im: dropout probability on the attacked recognisers' convolutions during the attack "
+        "(model augmentation for transfer to recognisers it never saw; default 0)",
+    )
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["gradient", "transfer", "uap"],
+        help="apf: which of its three parts to use (default all)",
+    )
+    p.add_argument(
+        "--robust",
+        action="store_true",
+        help="tip-im: expectation over JPEG and down-scaling, to survive re-compression",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="generator, apf, ddm: a .safetensors file to use instead of the shipped one "
+        "(e.g. a training run's export, to bench it before shipping)",
+    )
 
 
 def protect_options(args) -> dict:
     """CLI arguments -> protection keyword options (only those given)."""
     from faceshield.images import load_image
 
-    options = {"eps": args.eps, "steps": args.steps, "strength": args.strength, "mode": args.mode,
-               "margin": args.margin, "norm": args.norm, "model_dropout": args.model_dropout, "weights_path": args.weights,
-               "attack": tuple(args.attack) if args.attack else None}
+    options = {
+        "eps": args.eps,
+        "steps": args.steps,
+        "strength": args.strength,
+        "mode": args.mode,
+        "margin": args.margin,
+        "norm": args.norm,
+        "model_dropout": args.model_dropout,
+        "weights_path": args.weights,
+        "attack": tuple(args.attack) if args.attack else None,
+    }
     if getattr(args, "whole_image", False):
         options["whole_image"] = True
     if args.robust:
@@ -105,12 +147,16 @@ def cmd_protect(args) -> int:
     for path, rel in jobs:
         target = (out_dir / rel).resolve()
         if target in sources:
-            print(f"refusing to write {target}: it is one of the input photos (choose another -o folder)",
-                  file=sys.stderr)
+            print(
+                f"refusing to write {target}: it is one of the input photos (choose another -o folder)", file=sys.stderr
+            )
             return 2
         if target in targets:
-            print(f"{path} and {targets[target]} would both be written to {target}: give them separately "
-                  "or as one folder", file=sys.stderr)
+            print(
+                f"{path} and {targets[target]} would both be written to {target}: give them separately "
+                "or as one folder",
+                file=sys.stderr,
+            )
             return 2
         targets[target] = path
     protection = build(args.method, **protect_options(args))
@@ -132,8 +178,10 @@ def cmd_protect(args) -> int:
         notes = "; ".join(loaded.notices + result.notices)
         steps = f", {result.info['steps']} steps" if "steps" in result.info else ""
         psnr = image_quality(loaded.pixels, result.pixels)["psnr"]
-        tqdm.write(f"{path} -> {target} ({len(result.faces)} face(s){steps}, {result.seconds:.1f} s, "
-                   f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else ""))
+        tqdm.write(
+            f"{path} -> {target} ({len(result.faces)} face(s){steps}, {result.seconds:.1f} s, "
+            f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else "")
+        )
     print(f"{done} protected, {skipped} already there (kept; --force redoes them), {failed} failed")
     return 1 if failed == len(jobs) else 0
 
@@ -145,15 +193,33 @@ def cmd_bench(args) -> int:
         run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
         return 0
     if args.transfer:
-        run_transfer_bench(Path(args.dataset), args.methods[0], protect_options(args),
-                           out_dir=Path(args.out) / "transfer", limit=args.limit)
+        run_transfer_bench(
+            Path(args.dataset),
+            args.methods[0],
+            protect_options(args),
+            out_dir=Path(args.out) / "transfer",
+            limit=args.limit,
+        )
         return 0
     if args.pairs:
-        run_identity_bench(Path(args.dataset), args.methods, protect_options(args),
-                           out_dir=Path(args.out) / "identity", limit=args.limit, adaptive=args.adaptive)
+        run_identity_bench(
+            Path(args.dataset),
+            args.methods,
+            protect_options(args),
+            out_dir=Path(args.out) / "identity",
+            limit=args.limit,
+            adaptive=args.adaptive,
+        )
         return 0
-    run_bench(Path(args.dataset), args.methods, protect_options(args), out_dir=Path(args.out), slow=args.slow,
-              limit=args.limit, annotated_only=not args.all_photos)
+    run_bench(
+        Path(args.dataset),
+        args.methods,
+        protect_options(args),
+        out_dir=Path(args.out),
+        slow=args.slow,
+        limit=args.limit,
+        annotated_only=not args.all_photos,
+    )
     return 0
 
 
@@ -167,44 +233,74 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="faceshield", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_method_help())
+    parser = argparse.ArgumentParser(
+        prog="faceshield",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_method_help(),
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: FACESHIELD_THREADS or 2)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("protect", help="protect photos and write PNGs", epilog=_method_help(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "protect",
+        help="protect photos and write PNGs",
+        epilog=_method_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same names)")
     p.add_argument("--method", default="detector-pgd", type=_method)
     add_protection_options(p)
     p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
-    p.add_argument("--force", action="store_true",
-                   help="protect again photos whose output already exists (default: keep them, so an "
-                        "interrupted batch resumes)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="protect again photos whose output already exists (default: keep them, so an interrupted batch resumes)",
+    )
     p.set_defaults(func=cmd_protect)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
     b.add_argument("dataset")
-    b.add_argument("--methods", nargs="+", default=["detector-pgd"], type=_method,
-                   help="method names, optionally @strength for obfuscations (blur@4 blur@16)")
+    b.add_argument(
+        "--methods",
+        nargs="+",
+        default=["detector-pgd"],
+        type=_method,
+        help="method names, optionally @strength for obfuscations (blur@4 blur@16)",
+    )
     add_protection_options(b)
     b.add_argument("--out", default="bench_results", help="folder for the markdown and JSON results")
     b.add_argument("--slow", action="store_true", help="also judge with slow detectors (dlib CNN)")
     b.add_argument("--limit", type=int, help="only the first N photos or pairs (quick look)")
-    b.add_argument("--all-photos", action="store_true",
-                   help="also photos without boxes.json ground truth (judged against clean detections)")
-    b.add_argument("--pairs", action="store_true",
-                   help="identity benchmark: protection success rate on pairs.csv's same-person pairs")
-    b.add_argument("--adaptive", action="store_true",
-                   help="with --pairs: protect every photo and judge the attacker who knows the protection "
-                        "(protected-vs-protected verification AUC and rank-1 identification)")
-    b.add_argument("--transfer", action="store_true",
-                   help="detector transfer: the method and the noise control on the annotated photos and the "
-                        "portraits, judged by every detector (white-box = attacked, black-box = never attacked)")
-    b.add_argument("--zoo", action="store_true",
-                   help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)")
+    b.add_argument(
+        "--all-photos",
+        action="store_true",
+        help="also photos without boxes.json ground truth (judged against clean detections)",
+    )
+    b.add_argument(
+        "--pairs",
+        action="store_true",
+        help="identity benchmark: protection success rate on pairs.csv's same-person pairs",
+    )
+    b.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="with --pairs: protect every photo and judge the attacker who knows the protection "
+        "(protected-vs-protected verification AUC and rank-1 identification)",
+    )
+    b.add_argument(
+        "--transfer",
+        action="store_true",
+        help="detector transfer: the method and the noise control on the annotated photos and the "
+        "portraits, judged by every detector (white-box = attacked, black-box = never attacked)",
+    )
+    b.add_argument(
+        "--zoo",
+        action="store_true",
+        help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)",
+    )
     b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="list the model registry and what is available here")

@@ -79,9 +79,15 @@ def reference_faces(pixels: np.ndarray, detectors: list) -> Detections:
     return merge_faces([d.detect(pixels) for d in detectors])
 
 
-def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[str] | None = None,
-             recogniser_keys: list[str] | None = None, faces: Detections | None = None,
-             reference: np.ndarray | None = None, before: dict[str, Detections] | None = None) -> Evaluation:
+def evaluate(
+    original: np.ndarray,
+    protected: np.ndarray,
+    detector_keys: list[str] | None = None,
+    recogniser_keys: list[str] | None = None,
+    faces: Detections | None = None,
+    reference: np.ndarray | None = None,
+    before: dict[str, Detections] | None = None,
+) -> Evaluation:
     """Judge `protected` against `original`, both (H, W, 3) uint8.
 
     detector_keys / recogniser_keys: registry keys (default: every fast detector, every recogniser).
@@ -126,14 +132,17 @@ def evaluate(original: np.ndarray, protected: np.ndarray, detector_keys: list[st
                 fm.reference_protected_score = rec.score(ref_embedding, e_prot)
                 fm.reference_match = rec.is_match(fm.reference_protected_score)
             matches.append(fm)
-        rec_views.append(RecogniserView(key, rec.name, rec.metric, rec.threshold, matches,
-                                        time.perf_counter() - t, rec.note))
-    return Evaluation(faces, det_views, rec_views, image_quality(original, protected), unavailable,
-                      time.perf_counter() - start)
+        rec_views.append(
+            RecogniserView(key, rec.name, rec.metric, rec.threshold, matches, time.perf_counter() - t, rec.note)
+        )
+    return Evaluation(
+        faces, det_views, rec_views, image_quality(original, protected), unavailable, time.perf_counter() - start
+    )
 
 
-def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str, bool]],
-                     people: dict[str, str]) -> dict:
+def identity_leakage(
+    recogniser, embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str, bool]], people: dict[str, str]
+) -> dict:
     """How much identity a set of face embeddings carries, for one recogniser.
 
     embeddings: {photo: embedding}; pairs: (photo a, photo b, same person?); people: {photo: person}.
@@ -171,17 +180,29 @@ def identity_leakage(recogniser, embeddings: dict[str, np.ndarray], pairs: list[
     trained = float("nan")
     if len({people[p] for p in known}) >= 2:
         classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        trained = float(cross_val_score(classifier, np.stack([embeddings[p] for p in known]),
-                                        [people[p] for p in known], cv=LeaveOneOut()).mean())
-    return {"pairs": len(pairs), "accuracy": float(np.mean(predicted == same)), "trained": trained,
-            "tpr": float(np.mean(predicted[same])), "tnr": float(np.mean(~predicted[~same])), "auc": auc,
-            "auc_low": auc_low, "auc_high": auc_high,
-            "rank1": float(np.mean(hits)) if hits else float("nan"),
-            "rank1_chance": float(np.mean(chance)) if chance else float("nan"), "photos": len(hits)}
+        trained = float(
+            cross_val_score(
+                classifier, np.stack([embeddings[p] for p in known]), [people[p] for p in known], cv=LeaveOneOut()
+            ).mean()
+        )
+    return {
+        "pairs": len(pairs),
+        "accuracy": float(np.mean(predicted == same)),
+        "trained": trained,
+        "tpr": float(np.mean(predicted[same])),
+        "tnr": float(np.mean(~predicted[~same])),
+        "auc": auc,
+        "auc_low": auc_low,
+        "auc_high": auc_high,
+        "rank1": float(np.mean(hits)) if hits else float("nan"),
+        "rank1_chance": float(np.mean(chance)) if chance else float("nan"),
+        "photos": len(hits),
+    }
 
 
-def _auc_interval(same: np.ndarray, similarity: np.ndarray, pair_people: list[tuple[str, str]],
-                  draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+def _auc_interval(
+    same: np.ndarray, similarity: np.ndarray, pair_people: list[tuple[str, str]], draws: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95% interval of the pairs' ROC AUC, bootstrapping people rather than pairs: pairs that
     share a person are not independent, and with a dozen people the person-to-person spread is
     what makes two methods' AUCs differ by chance. A drawn person counted k times weighs every

@@ -31,8 +31,12 @@ class ImageError(settings.InputError):
 # hands it to Ghostscript), PSD, PDF or the dozens of rare decoders an upload could aim at.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
 # Recognised by their first bytes so the message can say what the file is.
-_REFUSED_SIGNATURES = ((b"%!PS", "an EPS/PostScript file"), (b"\xc5\xd0\xd3\xc6", "an EPS/PostScript file"),
-                       (b"%PDF", "a PDF document"), (b"8BPS", "a Photoshop (PSD) file"))
+_REFUSED_SIGNATURES = (
+    (b"%!PS", "an EPS/PostScript file"),
+    (b"\xc5\xd0\xd3\xc6", "an EPS/PostScript file"),
+    (b"%PDF", "a PDF document"),
+    (b"8BPS", "a Photoshop (PSD) file"),
+)
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 
 
@@ -63,7 +67,6 @@ class LoadedImage:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
-
 def pil_open(source, formats=None):
     """Pillow's own Image.open (only `formats`, when given). Importing ultralytics replaces
     PIL.Image.open with a wrapper that, on a file Pillow cannot identify, tries to pip-install
@@ -75,6 +78,7 @@ def pil_open(source, formats=None):
     if patches is not None and opener is getattr(patches, "image_open", None):
         opener = patches._image_open
     return opener(source, formats=formats)
+
 
 def load_image(source, max_side: int | None = None) -> LoadedImage:
     """Decode and normalise a user photo.
@@ -114,8 +118,7 @@ def load_image(source, max_side: int | None = None) -> LoadedImage:
         new_size = (max(1, round(w * scale)), max(1, round(h * scale)))
         pixels = np.asarray(Image.fromarray(pixels).resize(new_size, Image.Resampling.LANCZOS))
         notices.append(
-            f"Downscaled from {w}x{h} to {new_size[0]}x{new_size[1]} px "
-            f"(limit: {max_side} px on the longer side)."
+            f"Downscaled from {w}x{h} to {new_size[0]}x{new_size[1]} px (limit: {max_side} px on the longer side)."
         )
     if min(pixels.shape[:2]) < 20:
         notices.append("The image is smaller than 20 px: no detector can find a face in it.")
@@ -127,9 +130,7 @@ def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh image from raw pixels has no info dict: no EXIF, GPS, ICC or text chunks.
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB").save(
-        path, format="PNG", optimize=False
-    )
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB").save(path, format="PNG", optimize=False)
     return path
 
 
@@ -151,9 +152,7 @@ def _open(source) -> Image.Image:
             raise ImageError(f"No such file: {name}")
         size = path.stat().st_size
         if size > settings.MAX_FILE_BYTES:
-            raise ImageError(
-                f"{name} is {size / 2**20:.0f} MB; the limit is {settings.MAX_FILE_BYTES / 2**20:.0f} MB."
-            )
+            raise ImageError(f"{name} is {size / 2**20:.0f} MB; the limit is {settings.MAX_FILE_BYTES / 2**20:.0f} MB.")
         data = path.read_bytes()
     if len(data) == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
@@ -181,8 +180,10 @@ def _unreadable(name: str, data: bytes, formats: tuple[str, ...]) -> str:
     """Why `data` is refused, in words for the user (the file's name only, never a path)."""
     accepted = ", ".join("WebP" if f == "WEBP" else f for f in formats)
     if "HEIF" not in formats and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return (f"{name} is a HEIC/HEIF photo, which this server cannot read (no HEIF plugin is installed): "
-                f"save it as JPEG or PNG and upload that.")
+        return (
+            f"{name} is a HEIC/HEIF photo, which this server cannot read (no HEIF plugin is installed): "
+            f"save it as JPEG or PNG and upload that."
+        )
     for signature, kind in _REFUSED_SIGNATURES:
         if data.startswith(signature):
             return f"{name} is {kind}, which FaceShield does not open: export the photo as JPEG or PNG."

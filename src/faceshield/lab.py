@@ -45,8 +45,9 @@ def _face_score(det, pixels: np.ndarray, faces) -> float:
     return float(found.scores[overlap].max()) if overlap.any() else 0.0
 
 
-def trace_attack(pixels: np.ndarray, method: str = "detector-pgd", eps: float = 8, steps: int = 40,
-                 judged: int = 12) -> Trace:
+def trace_attack(
+    pixels: np.ndarray, method: str = "detector-pgd", eps: float = 8, steps: int = 40, judged: int = 12
+) -> Trace:
     """Run `method` for at most `steps` iterations, keeping every iterate; judge `judged` of
     them (evenly spaced, the first and last included) with the lab's models."""
     if method not in LAB_METHODS:
@@ -67,8 +68,9 @@ def trace_attack(pixels: np.ndarray, method: str = "detector-pgd", eps: float = 
         recs, _ = models.available(list(LAB_RECOGNISERS))
         for rec in recs.values():
             e0 = rec.embed(pixels, box)
-            trace.kinds[rec.name] = f"{rec.metric} to the original (match {'<' if rec.metric == 'euclidean' else '>'} " \
-                                    f"{rec.threshold})"
+            trace.kinds[rec.name] = (
+                f"{rec.metric} to the original (match {'<' if rec.metric == 'euclidean' else '>'} {rec.threshold})"
+            )
             trace.scores[rec.name] = [rec.score(e0, rec.embed(iterates[i], box)) for i in picks]
     return trace
 
@@ -79,15 +81,23 @@ def amplified(original: np.ndarray, protected: np.ndarray, factor: float) -> np.
     return np.clip(128 + diff * factor, 0, 255).astype(np.uint8)
 
 
-def budget_sweep(pixels: np.ndarray, method: str = "detector-pgd", budgets=(2, 4, 8, 12, 16),
-                 steps: int = 40) -> list[dict]:
+def budget_sweep(
+    pixels: np.ndarray, method: str = "detector-pgd", budgets=(2, 4, 8, 12, 16), steps: int = 40
+) -> list[dict]:
     """For each L-inf budget: did the attacked models stop seeing the face(s), at what PSNR/SSIM, how long."""
     rows = []
     for eps in budgets:
         t = time.perf_counter()
         result = build(method, eps=eps, steps=steps)(pixels)
-        rows.append({"eps": eps, "success": bool(result.info.get("success")), "steps": result.info.get("steps"),
-                     "seconds": time.perf_counter() - t, **image_quality(pixels, result.pixels)})
+        rows.append(
+            {
+                "eps": eps,
+                "success": bool(result.info.get("success")),
+                "steps": result.info.get("steps"),
+                "seconds": time.perf_counter() - t,
+                **image_quality(pixels, result.pixels),
+            }
+        )
     return rows
 
 
@@ -123,8 +133,14 @@ def plot_sweep(rows: list[dict]):
     eps = [r["eps"] for r in rows]
     ax.plot(eps, [r["psnr"] for r in rows], marker="o", label="PSNR dB (visibility)")
     for r in rows:
-        ax.annotate("hidden" if r["success"] else "found", (r["eps"], r["psnr"]), textcoords="offset points",
-                    xytext=(0, 8), ha="center", color="tab:green" if r["success"] else "tab:red")
+        ax.annotate(
+            "hidden" if r["success"] else "found",
+            (r["eps"], r["psnr"]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            color="tab:green" if r["success"] else "tab:red",
+        )
     ax.set(xlabel="budget (grey levels of 255)", ylabel="PSNR dB", title="budget: protection vs visibility")
     ax.grid(alpha=0.3)
     fig.tight_layout()

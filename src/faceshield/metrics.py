@@ -12,8 +12,9 @@ def image_quality(original: np.ndarray, protected: np.ndarray) -> dict:
     linf = int(diff.max()) if diff.size else 0
     psnr = float("inf") if linf == 0 else float(peak_signal_noise_ratio(original, protected, data_range=255))
     small = min(original.shape[:2]) < 7  # SSIM's window needs 7 px
-    ssim = 1.0 if linf == 0 or small else float(
-        structural_similarity(original, protected, channel_axis=2, data_range=255))
+    ssim = (
+        1.0 if linf == 0 or small else float(structural_similarity(original, protected, channel_axis=2, data_range=255))
+    )
     return {"psnr": psnr, "ssim": ssim, "linf": linf}
 
 

@@ -72,11 +72,7 @@ class HubFile:
         from huggingface_hub import hf_hub_download
 
         offline = os.getenv("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        return Path(
-            hf_hub_download(
-                self.repo_id, self.filename, revision=self.revision, local_files_only=offline
-            )
-        )
+        return Path(hf_hub_download(self.repo_id, self.filename, revision=self.revision, local_files_only=offline))
 
     def __str__(self) -> str:
         return f"hub {self.repo_id}/{self.filename}@{self.revision[:8]}"
@@ -115,4 +111,3 @@ def cached_conversion(cache_path: Path, model, convert, source):
         tmp.replace(cache_path)  # atomic: concurrent processes never read half a file
     model.load_state_dict(load_file(str(cache_path)))
     return model.eval()
-

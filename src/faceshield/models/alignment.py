@@ -18,8 +18,9 @@ from faceshield.models.base import Recogniser
 
 # insightface's arcface_dst / OpenCV FaceRecognizerSF template: left eye, right eye (as seen),
 # nose tip, left and right mouth corner, in a 112 x 112 crop
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                        [41.5493, 92.3655], [70.7299, 92.2041]])
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
 
 
 def template(size: int, zoom: float = 1.0) -> np.ndarray:
@@ -40,8 +41,9 @@ def warp(image: torch.Tensor, crop_to_photo: np.ndarray, size: int) -> torch.Ten
     makes it: crop pixel (x, y) samples the photo bilinearly at crop_to_photo @ (x, y, 1),
     rounded to 1/32 px (OpenCV's fixed-point INTER_BITS), zeros outside, and the result
     rounded to 8 bits (straight-through, so the gradient is the bilinear one)."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(size * size, dtype=torch.float64)])
     photo = torch.round(torch.from_numpy(crop_to_photo) @ pts * 32) / 32
     h, w = image.shape[2:]
@@ -89,13 +91,15 @@ def unwarp(crop: torch.Tensor, crop_to_photo: np.ndarray, shape: tuple[int, int]
     out = crop.new_zeros((1, crop.shape[1], h, w))
     if c1 <= c0 or r1 <= r0:
         return out
-    ys, xs = torch.meshgrid(torch.arange(r0, r1, dtype=torch.float64), torch.arange(c0, c1, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(r0, r1, dtype=torch.float64), torch.arange(c0, c1, dtype=torch.float64), indexing="ij"
+    )
     pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(xs.numel(), dtype=torch.float64)])
     inner = torch.from_numpy(np.linalg.inv(crop_to_photo)) @ pts
     grid = torch.stack([inner[0] / (size - 1) * 2 - 1, inner[1] / (size - 1) * 2 - 1], 1).view(1, r1 - r0, c1 - c0, 2)
-    out[:, :, r0:r1, c0:c1] = F.grid_sample(crop, grid.to(crop), mode="bilinear", padding_mode="zeros",
-                                            align_corners=True)
+    out[:, :, r0:r1, c0:c1] = F.grid_sample(
+        crop, grid.to(crop), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return out
 
 

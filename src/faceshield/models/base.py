@@ -17,13 +17,13 @@ class Detections:
     landmarks: np.ndarray | None = None  # (N, 5, 2) eyes, nose, mouth corners, when known
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def scaled(self, factor: float) -> "Detections":
+    def scaled(self, factor: float) -> Detections:
         lm = None if self.landmarks is None else self.landmarks * factor
         return Detections(self.boxes * factor, self.scores, lm)
 

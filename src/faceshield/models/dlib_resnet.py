@@ -63,8 +63,16 @@ def _add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class DlibResNet(nn.Module):
     """(N, 3, 150, 150) RGB in [0, 255] -> (N, 128) dlib face descriptors."""
 
-    LEVELS = [(32, 1)] * 3 + [(64, 2)] + [(64, 1)] * 3 + [(128, 2)] + [(128, 1)] * 2 \
-        + [(256, 2)] + [(256, 1)] * 2 + [(256, 2)]
+    LEVELS = (
+        [(32, 1)] * 3
+        + [(64, 2)]
+        + [(64, 1)] * 3
+        + [(128, 2)]
+        + [(128, 1)] * 2
+        + [(256, 2)]
+        + [(256, 1)] * 2
+        + [(256, 2)]
+    )
 
     def __init__(self):
         super().__init__()
@@ -85,7 +93,7 @@ class DlibResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
     @classmethod
-    def from_dlib_file(cls, data: bytes) -> "DlibResNet":
+    def from_dlib_file(cls, data: bytes) -> DlibResNet:
         """Build from the bytes of dlib_face_recognition_resnet_model_v1.dat; the file's
         shapes, strides and paddings must agree with the topology above."""
         layers = read_layers(data)
@@ -96,8 +104,10 @@ class DlibResNet(nn.Module):
         file_affines = [layer.params for layer in layers if layer.kind == "affine"]
         file_fc = [layer.params for layer in layers if layer.kind == "fc"]
         if (len(file_convs), len(file_affines), len(file_fc)) != (len(convs), len(affines), 1):
-            raise ValueError(f"layer counts {len(file_convs)}/{len(file_affines)}/{len(file_fc)} "
-                             f"do not match dlib's ResNet-29 ({len(convs)}/{len(affines)}/1)")
+            raise ValueError(
+                f"layer counts {len(file_convs)}/{len(file_affines)}/{len(file_fc)} "
+                f"do not match dlib's ResNet-29 ({len(convs)}/{len(affines)}/1)"
+            )
         copy_parameters(convs, affines, file_convs, file_affines)
         with torch.no_grad():
             model.fc.weight.copy_(torch.from_numpy(np.ascontiguousarray(file_fc[0]["weight"].T)))
@@ -125,8 +135,9 @@ class DlibResNetTorchRecogniser(Recogniser):
 
         settings.apply_threads()
         self.landmarks = DlibLandmarks()
-        self.net = load_converted(_model_file("dlib_face_recognition_resnet_model_v1.dat"),
-                                  settings.CACHE_DIR / self.CACHE_NAME)
+        self.net = load_converted(
+            _model_file("dlib_face_recognition_resnet_model_v1.dat"), settings.CACHE_DIR / self.CACHE_NAME
+        )
         for p in self.net.parameters():
             p.requires_grad_(False)
 
@@ -147,5 +158,6 @@ def load_converted(dat_path, cache_path) -> DlibResNet:
 
     from faceshield.weights import cached_conversion
 
-    return cached_conversion(cache_path, DlibResNet(),
-                             lambda: DlibResNet.from_dlib_file(Path(dat_path).read_bytes()), dat_path)
+    return cached_conversion(
+        cache_path, DlibResNet(), lambda: DlibResNet.from_dlib_file(Path(dat_path).read_bytes()), dat_path
+    )

@@ -17,9 +17,15 @@ import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
 # dlib's template for its 5-point shape predictor (image_transforms/interpolation.h)
-TEMPLATE_5 = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
-                       [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
-                       [0.4901123135679, 0.6277975316475]])
+TEMPLATE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 _GAUSS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 
 
@@ -40,9 +46,9 @@ def chip_transform(landmarks: np.ndarray, size: int = 150, padding: float = 0.25
     step = (size * scale - 1) / (size - 1)
     cos, sin = np.cos(angle) * step, np.sin(angle) * step
     centre = (size - 1) / 2
-    return np.array([[cos, -sin, cx - cos * centre + sin * centre],
-                     [sin, cos, cy - sin * centre - cos * centre],
-                     [0.0, 0.0, 1.0]])
+    return np.array(
+        [[cos, -sin, cx - cos * centre + sin * centre], [sin, cos, cy - sin * centre - cos * centre], [0.0, 0.0, 1.0]]
+    )
 
 
 def _pyramid_down(img: torch.Tensor) -> torch.Tensor:
@@ -65,8 +71,9 @@ def extract_chip(image: torch.Tensor, landmarks: np.ndarray, size: int = 150, pa
         image = _pyramid_down(image)
         level += 1
         side = (side - 1) / 2 + 1
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(size * size, dtype=torch.float64)])
     photo = torch.from_numpy(m) @ pts  # (3, N) photo coordinates
     px, py = photo[0], photo[1]

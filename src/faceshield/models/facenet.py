@@ -27,24 +27,55 @@ H5 = PackageFile("nex_face", "resources/facenet_keras_2024.h5")
 SIZE = 160
 
 _BRANCHES = {  # facenet-pytorch block module path -> Sandberg scope suffix
-    "Block35": {"branch0": "Branch_0_Conv2d_1x1", "branch1.0": "Branch_1_Conv2d_0a_1x1",
-                "branch1.1": "Branch_1_Conv2d_0b_3x3", "branch2.0": "Branch_2_Conv2d_0a_1x1",
-                "branch2.1": "Branch_2_Conv2d_0b_3x3", "branch2.2": "Branch_2_Conv2d_0c_3x3", "conv2d": "Conv2d_1x1"},
-    "Block17": {"branch0": "Branch_0_Conv2d_1x1", "branch1.0": "Branch_1_Conv2d_0a_1x1",
-                "branch1.1": "Branch_1_Conv2d_0b_1x7", "branch1.2": "Branch_1_Conv2d_0c_7x1", "conv2d": "Conv2d_1x1"},
-    "Block8": {"branch0": "Branch_0_Conv2d_1x1", "branch1.0": "Branch_1_Conv2d_0a_1x1",
-               "branch1.1": "Branch_1_Conv2d_0b_1x3", "branch1.2": "Branch_1_Conv2d_0c_3x1", "conv2d": "Conv2d_1x1"},
+    "Block35": {
+        "branch0": "Branch_0_Conv2d_1x1",
+        "branch1.0": "Branch_1_Conv2d_0a_1x1",
+        "branch1.1": "Branch_1_Conv2d_0b_3x3",
+        "branch2.0": "Branch_2_Conv2d_0a_1x1",
+        "branch2.1": "Branch_2_Conv2d_0b_3x3",
+        "branch2.2": "Branch_2_Conv2d_0c_3x3",
+        "conv2d": "Conv2d_1x1",
+    },
+    "Block17": {
+        "branch0": "Branch_0_Conv2d_1x1",
+        "branch1.0": "Branch_1_Conv2d_0a_1x1",
+        "branch1.1": "Branch_1_Conv2d_0b_1x7",
+        "branch1.2": "Branch_1_Conv2d_0c_7x1",
+        "conv2d": "Conv2d_1x1",
+    },
+    "Block8": {
+        "branch0": "Branch_0_Conv2d_1x1",
+        "branch1.0": "Branch_1_Conv2d_0a_1x1",
+        "branch1.1": "Branch_1_Conv2d_0b_1x3",
+        "branch1.2": "Branch_1_Conv2d_0c_3x1",
+        "conv2d": "Conv2d_1x1",
+    },
 }
 _MIXED = {
-    "mixed_6a": {"branch0": "Branch_0_Conv2d_1a_3x3", "branch1.0": "Branch_1_Conv2d_0a_1x1",
-                 "branch1.1": "Branch_1_Conv2d_0b_3x3", "branch1.2": "Branch_1_Conv2d_1a_3x3"},
-    "mixed_7a": {"branch0.0": "Branch_0_Conv2d_0a_1x1", "branch0.1": "Branch_0_Conv2d_1a_3x3",
-                 "branch1.0": "Branch_1_Conv2d_0a_1x1", "branch1.1": "Branch_1_Conv2d_1a_3x3",
-                 "branch2.0": "Branch_2_Conv2d_0a_1x1", "branch2.1": "Branch_2_Conv2d_0b_3x3",
-                 "branch2.2": "Branch_2_Conv2d_1a_3x3"},
+    "mixed_6a": {
+        "branch0": "Branch_0_Conv2d_1a_3x3",
+        "branch1.0": "Branch_1_Conv2d_0a_1x1",
+        "branch1.1": "Branch_1_Conv2d_0b_3x3",
+        "branch1.2": "Branch_1_Conv2d_1a_3x3",
+    },
+    "mixed_7a": {
+        "branch0.0": "Branch_0_Conv2d_0a_1x1",
+        "branch0.1": "Branch_0_Conv2d_1a_3x3",
+        "branch1.0": "Branch_1_Conv2d_0a_1x1",
+        "branch1.1": "Branch_1_Conv2d_1a_3x3",
+        "branch2.0": "Branch_2_Conv2d_0a_1x1",
+        "branch2.1": "Branch_2_Conv2d_0b_3x3",
+        "branch2.2": "Branch_2_Conv2d_1a_3x3",
+    },
 }
-_STEM = {"conv2d_1a": "Conv2d_1a_3x3", "conv2d_2a": "Conv2d_2a_3x3", "conv2d_2b": "Conv2d_2b_3x3",
-         "conv2d_3b": "Conv2d_3b_1x1", "conv2d_4a": "Conv2d_4a_3x3", "conv2d_4b": "Conv2d_4b_3x3"}
+_STEM = {
+    "conv2d_1a": "Conv2d_1a_3x3",
+    "conv2d_2a": "Conv2d_2a_3x3",
+    "conv2d_2b": "Conv2d_2b_3x3",
+    "conv2d_3b": "Conv2d_3b_1x1",
+    "conv2d_4a": "Conv2d_4a_3x3",
+    "conv2d_4b": "Conv2d_4b_3x3",
+}
 
 
 def keras_names() -> dict[str, str]:
@@ -80,8 +111,13 @@ def from_keras_h5(path: str | Path) -> nn.Module:
 
         def arrays(layer: str) -> dict[str, np.ndarray]:
             out = {}
-            group[layer].visititems(lambda name, obj: out.__setitem__(name.split("/")[-1].split(":")[0], obj[()])
-                                    if isinstance(obj, h5py.Dataset) else None)
+            group[layer].visititems(
+                lambda name, obj: (
+                    out.__setitem__(name.split("/")[-1].split(":")[0], obj[()])
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
             return out
 
         def put(param: torch.Tensor, value: np.ndarray, what: str) -> None:

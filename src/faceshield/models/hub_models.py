@@ -34,8 +34,9 @@ def hub_file(key: str) -> Path:
     """The pinned file of `key`, from the Hub cache (offline: cache only)."""
     pin = pins()[key]
     if not pin.get("revision"):
-        raise RuntimeError(f"{pin['repo_id']}/{pin['filename']} is not pinned to a commit yet "
-                           "(run scripts/pin_hub.py online)")
+        raise RuntimeError(
+            f"{pin['repo_id']}/{pin['filename']} is not pinned to a commit yet (run scripts/pin_hub.py online)"
+        )
     return resolve(HubFile(pin["repo_id"], pin["filename"], pin["revision"]))
 
 
@@ -54,8 +55,9 @@ class YoloFaceDetector(Detector):
         self.note = f"black-box; ultralytics, confidence {self.threshold}"
 
     def detect(self, pixels: np.ndarray) -> Detections:
-        result = self.model.predict(np.ascontiguousarray(pixels[:, :, ::-1]), conf=self.threshold, verbose=False,
-                                    device="cpu")[0]  # ultralytics takes numpy photos as BGR
+        result = self.model.predict(
+            np.ascontiguousarray(pixels[:, :, ::-1]), conf=self.threshold, verbose=False, device="cpu"
+        )[0]  # ultralytics takes numpy photos as BGR
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
             return Detections.empty()

@@ -21,8 +21,9 @@ class MTCNNDetector(Detector):
     name = "MTCNN"
     differentiable = True
 
-    def __init__(self, min_face_size: int = 20, margin: float = 1.0, max_candidates: int = 48,
-                 proposal_weight: float = 0.0):
+    def __init__(
+        self, min_face_size: int = 20, margin: float = 1.0, max_candidates: int = 48, proposal_weight: float = 0.0
+    ):
         from facenet_pytorch import MTCNN
 
         settings.apply_threads()
@@ -43,7 +44,7 @@ class MTCNNDetector(Detector):
         self._onet = _logits_twin(self.mtcnn.onet, "softmax6_1")
         self.note = f"white-box; stage thresholds {self.thresholds}"
 
-    def to(self, device) -> "MTCNNDetector":
+    def to(self, device) -> MTCNNDetector:
         self.mtcnn.to(device)
         self.mtcnn.device = device
         return self
@@ -130,7 +131,7 @@ class MTCNNDetector(Detector):
             # inside it; even offsets keep them on P-Net's stride-2 grid.
             for r0, r1, c0, c1 in areas:
                 y0, x0 = max(0, int(r0 * s) - 12) // 2 * 2, max(0, int(c0 * s) - 12) // 2 * 2
-                crop = im[:, :, y0:int(r1 * s) + 12, x0:int(c1 * s) + 12]
+                crop = im[:, :, y0 : int(r1 * s) + 12, x0 : int(c1 * s) + 12]
                 if min(crop.shape[2:]) < 12:
                     continue
                 reg, logits = self._pnet((crop - 127.5) * 0.0078125)
@@ -169,9 +170,11 @@ class MTCNNDetector(Detector):
         # Slice the crops out of one sub-image around them all: each slice's backward pass
         # allocates a gradient the size of what it was sliced from.
         r0, c0 = min(c[0] for c in crops), min(c[2] for c in crops)
-        sub = img[:, :, r0:max(c[1] for c in crops), c0:max(c[3] for c in crops)]
-        patches = [F.interpolate(sub[:, :, a - r0:b - r0, c - c0:d - c0], size=(size, size), mode="area")
-                   for a, b, c, d in crops]
+        sub = img[:, :, r0 : max(c[1] for c in crops), c0 : max(c[3] for c in crops)]
+        patches = [
+            F.interpolate(sub[:, :, a - r0 : b - r0, c - c0 : d - c0], size=(size, size), mode="area")
+            for a, b, c, d in crops
+        ]
         out = net((torch.cat(patches) - 127.5) * 0.0078125)
         return out[-1][:, 1] - out[-1][:, 0], out[0]
 

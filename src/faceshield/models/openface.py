@@ -38,10 +38,11 @@ class OpenFaceRecogniser(Recogniser):
 
         h, w = pixels.shape[:2]
         x1, y1, x2, y2 = (int(v) for v in box)
-        crop = pixels[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
+        crop = pixels[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)]
         if crop.size == 0:
             raise ValueError("the face box lies outside the photo")
-        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop), 1 / 255.0, (SIZE, SIZE), (0, 0, 0),
-                                     swapRB=False, crop=False)
+        blob = cv2.dnn.blobFromImage(
+            np.ascontiguousarray(crop), 1 / 255.0, (SIZE, SIZE), (0, 0, 0), swapRB=False, crop=False
+        )
         self.net.setInput(blob)
         return self.net.forward()[0].astype(np.float32)

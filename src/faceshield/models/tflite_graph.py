@@ -54,8 +54,18 @@ class TFLiteGraph(torch.nn.Module):
     """forward(x) with x NCHW float -> {output tensor name: tensor in TFLite's layout}
     (4-D outputs NHWC, as the interpreter returns them)."""
 
-    SUPPORTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RELU", "PAD", "MAX_POOL_2D",
-                 "RESHAPE", "CONCATENATION", "RESIZE_BILINEAR", "DEQUANTIZE"}
+    SUPPORTED = {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "ADD",
+        "RELU",
+        "PAD",
+        "MAX_POOL_2D",
+        "RESHAPE",
+        "CONCATENATION",
+        "RESIZE_BILINEAR",
+        "DEQUANTIZE",
+    }
 
     def __init__(self, data: bytes):
         super().__init__()
@@ -93,17 +103,27 @@ class TFLiteGraph(torch.nn.Module):
                 w = w.transpose(0, 3, 1, 2) if kind == "CONV_2D" else w.transpose(3, 0, 1, 2)
                 self.params[f"w{k}"] = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(w)), False)
                 if len(ins) > 2 and ins[2] >= 0:
-                    self.params[f"b{k}"] = torch.nn.Parameter(torch.from_numpy(consts[ins[2]].astype(np.float32)), False)
+                    self.params[f"b{k}"] = torch.nn.Parameter(
+                        torch.from_numpy(consts[ins[2]].astype(np.float32)), False
+                    )
                 if kind == "DEPTHWISE_CONV_2D" and o.DepthMultiplier() not in (0, 1):
                     raise NotImplementedError("depth multiplier > 1")
-                spec = dict(stride=(o.StrideH(), o.StrideW()), same=o.Padding() == tflite.Padding.SAME,
-                            act=o.FusedActivationFunction(), dil=(o.DilationHFactor(), o.DilationWFactor()))
+                spec = dict(
+                    stride=(o.StrideH(), o.StrideW()),
+                    same=o.Padding() == tflite.Padding.SAME,
+                    act=o.FusedActivationFunction(),
+                    dil=(o.DilationHFactor(), o.DilationWFactor()),
+                )
             elif kind == "ADD":
                 spec = dict(act=_options(op, "AddOptions").FusedActivationFunction())
             elif kind == "MAX_POOL_2D":
                 o = _options(op, "Pool2DOptions")
-                spec = dict(kernel=(o.FilterHeight(), o.FilterWidth()), stride=(o.StrideH(), o.StrideW()),
-                            same=o.Padding() == tflite.Padding.SAME, act=o.FusedActivationFunction())
+                spec = dict(
+                    kernel=(o.FilterHeight(), o.FilterWidth()),
+                    stride=(o.StrideH(), o.StrideW()),
+                    same=o.Padding() == tflite.Padding.SAME,
+                    act=o.FusedActivationFunction(),
+                )
             elif kind == "PAD":
                 spec = dict(pads=consts[ins[1]].tolist())
             elif kind == "RESHAPE":
@@ -132,9 +152,11 @@ class TFLiteGraph(torch.nn.Module):
             if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 w, b = self.params[f"w{k}"], self.params[f"b{k}"] if f"b{k}" in self.params else None
                 if s["same"]:
-                    (t, bo), (l, r) = (_same_padding(a.shape[2 + d], (w.shape[2 + d] - 1) * s["dil"][d] + 1,
-                                                     s["stride"][d]) for d in (0, 1))
-                    a = F.pad(a, (l, r, t, bo))
+                    (top, bottom), (left, right) = (
+                        _same_padding(a.shape[2 + d], (w.shape[2 + d] - 1) * s["dil"][d] + 1, s["stride"][d])
+                        for d in (0, 1)
+                    )
+                    a = F.pad(a, (left, right, top, bottom))
                 groups = a.shape[1] if kind == "DEPTHWISE_CONV_2D" else 1
                 y = _activation(F.conv2d(a, w, b, s["stride"], 0, s["dil"], groups), s["act"])
             elif kind == "ADD":
@@ -146,8 +168,10 @@ class TFLiteGraph(torch.nn.Module):
                 y = F.pad(a, (w0, w1, h0, h1, c0, c1, n0, n1))
             elif kind == "MAX_POOL_2D":
                 if s["same"]:
-                    (t, bo), (l, r) = (_same_padding(a.shape[2 + d], s["kernel"][d], s["stride"][d]) for d in (0, 1))
-                    a = F.pad(a, (l, r, t, bo), value=float("-inf"))
+                    (top, bottom), (left, right) = (
+                        _same_padding(a.shape[2 + d], s["kernel"][d], s["stride"][d]) for d in (0, 1)
+                    )
+                    a = F.pad(a, (left, right, top, bottom), value=float("-inf"))
                 y = _activation(F.max_pool2d(a, s["kernel"], s["stride"]), s["act"])
             elif kind == "RESHAPE":
                 y = (a.permute(0, 2, 3, 1) if a.dim() == 4 else a).reshape(s["shape"])
@@ -160,5 +184,4 @@ class TFLiteGraph(torch.nn.Module):
             elif kind == "RESIZE_BILINEAR":
                 y = F.interpolate(a, size=s["size"], mode="bilinear", align_corners=s["align"])
             env[outs[0]] = y
-        return {self.names[i]: (env[i].permute(0, 2, 3, 1) if env[i].dim() == 4 else env[i])
-                for i in self.outputs}
+        return {self.names[i]: (env[i].permute(0, 2, 3, 1) if env[i].dim() == 4 else env[i]) for i in self.outputs}

@@ -12,16 +12,42 @@ from faceshield.protections.generator import GeneratorProtection
 from faceshield.protections.obfuscation import GaussianBlur, GaussianNoise, Pixelate, SolidMask
 from faceshield.protections.tip_im import TIPIM
 
-METHODS = {cls.key: cls for cls in [DetectorPGD, GeneratorProtection, TIPIM, APF, GaussianBlur, Pixelate, SolidMask,
-                                    DDMEncryption, GaussianNoise]}
+METHODS = {
+    cls.key: cls
+    for cls in [
+        DetectorPGD,
+        GeneratorProtection,
+        TIPIM,
+        APF,
+        GaussianBlur,
+        Pixelate,
+        SolidMask,
+        DDMEncryption,
+        GaussianNoise,
+    ]
+}
 
-__all__ = ["METHODS", "ProtectionResult", "DetectorPGD", "GeneratorProtection", "TIPIM", "APF", "GaussianBlur",
-           "Pixelate", "SolidMask", "DDMEncryption", "GaussianNoise", "build", "method_key", "merge_faces",
-           "region_mask"]
+__all__ = [
+    "METHODS",
+    "ProtectionResult",
+    "DetectorPGD",
+    "GeneratorProtection",
+    "TIPIM",
+    "APF",
+    "GaussianBlur",
+    "Pixelate",
+    "SolidMask",
+    "DDMEncryption",
+    "GaussianNoise",
+    "build",
+    "method_key",
+    "merge_faces",
+    "region_mask",
+]
 
 
 def method_key(spec: str) -> str:
-    """"blur@8" -> "blur": a method name, optionally @strength; KeyError if unknown."""
+    """ "blur@8" -> "blur": a method name, optionally @strength; KeyError if unknown."""
     key = spec.split("@", 1)[0]
     if key not in METHODS:
         raise KeyError(f"unknown method '{key}'; known: {', '.join(METHODS)}")

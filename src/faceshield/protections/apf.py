@@ -84,7 +84,7 @@ def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
         meta = f.metadata() or {}
     tensors = load_file(str(path))
     net = PerturbationGenerator(int(meta.get("width", 16)), int(meta.get("blocks", 3)))
-    net.load_state_dict({k[len("transfer."):]: v for k, v in tensors.items() if k.startswith("transfer.")})
+    net.load_state_dict({k[len("transfer.") :]: v for k, v in tensors.items() if k.startswith("transfer.")})
     for p in net.parameters():
         p.requires_grad_(False)
     net.trained_against = tuple(meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(","))
@@ -112,8 +112,14 @@ class APF:
     summary = "end/server split: probe gradient, learned gradient transfer, universal perturbation (Zhang et al.)"
     attacks = ("sface", "dlib-resnet-torch", "facenet")  # probe + the ensemble the networks were trained on
 
-    def __init__(self, eps: float = 8, parts: tuple[str, ...] = PARTS, probe_steps: int = 3,
-                 weights_path: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        eps: float = 8,
+        parts: tuple[str, ...] = PARTS,
+        probe_steps: int = 3,
+        weights_path: str | None = None,
+        seed: int = 0,
+    ):
         unknown = set(parts) - set(PARTS)
         if unknown or not parts:
             raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts}")
@@ -137,8 +143,13 @@ class APF:
         start = time.perf_counter()
         faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
-            return ProtectionResult(pixels.copy(), faces, time.perf_counter() - start, {"faces": 0},
-                                    ["No face found: there is no identity to hide; the photo was left unchanged."])
+            return ProtectionResult(
+                pixels.copy(),
+                faces,
+                time.perf_counter() - start,
+                {"faces": 0},
+                ["No face found: there is no identity to hide; the photo was left unchanged."],
+            )
         transfer, uap = load_apf(self.weights_path) if {"transfer", "uap"} & set(self.parts) else (None, None)
         probe = models.load(PROBE)
         points = FivePoints()
@@ -168,7 +179,13 @@ class APF:
             total = total * (1 - footprint) + unwarp(delta, a, pixels.shape[:2])  # later faces win overlaps
         out = (x0 + torch.round(total.clamp(-self.eps, self.eps))).clamp(0, 255)
         out = out[0].permute(1, 2, 0).byte().numpy()
-        info = {"faces": len(faces), "parts": list(self.parts), "eps": self.eps, "attacked": list(self.attacks),
-                "seconds_end": round(t_end, 3), "seconds_server": round(t_server, 3),
-                "server_receives": f"a {CROP}x{CROP}x3 gradient per face (never the photo)"}
+        info = {
+            "faces": len(faces),
+            "parts": list(self.parts),
+            "eps": self.eps,
+            "attacked": list(self.attacks),
+            "seconds_end": round(t_end, 3),
+            "seconds_server": round(t_server, 3),
+            "server_receives": f"a {CROP}x{CROP}x3 gradient per face (never the photo)",
+        }
         return ProtectionResult(out, faces, time.perf_counter() - start, info)

@@ -51,17 +51,23 @@ class CodecNet(nn.Module):
         super().__init__()
         w = width
         self.net = nn.Sequential(
-            _block(3, w), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2),
+            _block(3, w),
+            _block(w, 2 * w, 2),
+            _block(2 * w, 4 * w, 2),
             *[_Residual(4 * w) for _ in range(blocks)],
-            nn.Upsample(scale_factor=2.0), _block(4 * w, 2 * w), nn.Upsample(scale_factor=2.0), _block(2 * w, w),
-            nn.Conv2d(w, 3, 3, 1, 1))
+            nn.Upsample(scale_factor=2.0),
+            _block(4 * w, 2 * w),
+            nn.Upsample(scale_factor=2.0),
+            _block(2 * w, w),
+            nn.Conv2d(w, 3, 3, 1, 1),
+        )
 
     def forward(self, x):
         return torch.sigmoid(self.net(x * 2 - 1))
 
 
 class Discriminator(nn.Module):
-    """"Reconstructed face" vs "encrypted" logits from PatchGANs at full and half resolution.
+    """ "Reconstructed face" vs "encrypted" logits from PatchGANs at full and half resolution.
 
     Each scale first normalises contrast, so D judges structure, not brightness or contrast:
     otherwise G_e wins by turning the face into a flat colour that still hides a faint copy
@@ -78,17 +84,26 @@ class Discriminator(nn.Module):
             raise ValueError(f"contrast must be 'global' or 'local', not {contrast!r}")
         self.contrast = contrast
         w = width
-        self.branches = nn.ModuleList(nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.InstanceNorm2d(2 * w, affine=True), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.InstanceNorm2d(4 * w, affine=True), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * w, 1, 4, 1, 1)) for _ in range(scales))
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(3, w, 4, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(w, 2 * w, 4, 2, 1),
+                nn.InstanceNorm2d(2 * w, affine=True),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(2 * w, 4 * w, 4, 2, 1),
+                nn.InstanceNorm2d(4 * w, affine=True),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(4 * w, 1, 4, 1, 1),
+            )
+            for _ in range(scales)
+        )
 
     def forward(self, x) -> torch.Tensor:
         """(N, 3, 128, 128) in [0, 1] -> (N, P) patch logits of every scale."""
         out = []
         for i, branch in enumerate(self.branches):
-            y = F.avg_pool2d(x, 2 ** i) if i else x
+            y = F.avg_pool2d(x, 2**i) if i else x
             out.append(branch(self._normalise(y)).flatten(1))
         return torch.cat(out, 1)
 
@@ -98,8 +113,9 @@ class Discriminator(nn.Module):
 
         def local_mean(t):  # 15x15 box mean, reflected at the border
             return F.avg_pool2d(F.pad(t, (7, 7, 7, 7), mode="reflect"), 15, stride=1)
+
         centred = y - local_mean(y)
-        return centred / (local_mean(centred ** 2).sqrt() + 0.02)
+        return centred / (local_mean(centred**2).sqrt() + 0.02)
 
 
 @functools.lru_cache(maxsize=4)  # once per process and weights file
@@ -115,7 +131,7 @@ def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
     nets = []
     for part in ("encrypt", "decrypt"):
         net = CodecNet(int(meta.get("width", 32)), int(meta.get("blocks", 4)))
-        net.load_state_dict({k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")})
+        net.load_state_dict({k[len(part) + 1 :]: v for k, v in tensors.items() if k.startswith(part + ".")})
         for p in net.parameters():
             p.requires_grad_(False)
         nets.append(net.eval())

@@ -132,5 +132,6 @@ class GeneratorProtection:
             delta = torch.round(net(x0 / 255.0) * self.eps)  # whole grey levels, |delta| <= eps
         out = (x0 + delta).clamp(0, 255)[0].permute(1, 2, 0).byte().cpu().numpy()
         info = {"passes": 1, "eps": self.eps, "attacked": list(self.attack)}
-        return ProtectionResult(out, faces if faces is not None else Detections.empty(),
-                                time.perf_counter() - start, info)
+        return ProtectionResult(
+            out, faces if faces is not None else Detections.empty(), time.perf_counter() - start, info
+        )

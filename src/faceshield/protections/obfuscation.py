@@ -39,8 +39,13 @@ class _Obfuscation:
     strength_label = ""  # what `strength` means, for the app's control ("": the method has none)
     uses_budget = False  # whether the adversarial budget eps applies (only to the noise control)
 
-    def __init__(self, strength: float | None = None, whole_image: bool = False, face_margin: float = 0.1,
-                 finders: tuple[str, ...] = FACE_FINDERS):
+    def __init__(
+        self,
+        strength: float | None = None,
+        whole_image: bool = False,
+        face_margin: float = 0.1,
+        finders: tuple[str, ...] = FACE_FINDERS,
+    ):
         """strength: method-specific (see the subclass); face_margin: box growth x face size per side."""
         self.strength = self.default_strength if strength is None else float(strength)
         self.whole_image, self.face_margin, self.finders = whole_image, face_margin, tuple(finders)
@@ -54,8 +59,10 @@ class _Obfuscation:
         h, w = pixels.shape[:2]
         if len(faces) == 0:
             if not self.whole_image:
-                notices.append("No face found: the photo was left unchanged "
-                               "(tick 'protect the whole image' to obfuscate it anyway).")
+                notices.append(
+                    "No face found: the photo was left unchanged "
+                    "(tick 'protect the whole image' to obfuscate it anyway)."
+                )
                 return ProtectionResult(out, faces, time.perf_counter() - start, {}, notices)
             notices.append("No face found: the whole photo was obfuscated.")
             regions = [(0, h, 0, w)]
@@ -64,8 +71,9 @@ class _Obfuscation:
         for r0, r1, c0, c1 in regions:
             if r1 > r0 and c1 > c0:
                 out[r0:r1, c0:c1] = self.obscure(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
-        return ProtectionResult(out, faces, time.perf_counter() - start,
-                                {"strength": self.strength, "regions": len(regions)}, notices)
+        return ProtectionResult(
+            out, faces, time.perf_counter() - start, {"strength": self.strength, "regions": len(regions)}, notices
+        )
 
     def obscure(self, patch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -95,8 +103,11 @@ class Pixelate(_Obfuscation):
     def obscure(self, patch):
         h, w = patch.shape[:2]
         blocks = max(1, int(round(self.strength)))
-        small = cv2.resize(patch, (max(1, round(blocks * w / max(h, w))), max(1, round(blocks * h / max(h, w)))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            patch,
+            (max(1, round(blocks * w / max(h, w))), max(1, round(blocks * h / max(h, w)))),
+            interpolation=cv2.INTER_AREA,
+        )
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 

@@ -33,8 +33,17 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models import Detections
-from faceshield.protections.base import (ProtectionResult, feature_dropout, l2_round, l2_step, momentum_step,
-                                         region_mask, to_uint8, white_box_models)
+from faceshield.protections.base import (
+    ProtectionResult,
+    feature_dropout,
+    l2_round,
+    l2_step,
+    momentum_step,
+    region_mask,
+    to_uint8,
+    white_box_models,
+)
+
 
 class TIPIM:
     """Hide identities from face recognisers: dodging, or steering towards target identities.
@@ -75,12 +84,28 @@ class TIPIM:
     summary = "adversarial identity mask against differentiable recognisers, dodging or targeted (Yang et al.)"
     attacks = tuple(models.names(kind="recogniser", differentiable=True))
 
-    def __init__(self, eps: float = 8, steps: int = 60, step_size: float = 1, momentum: float = 1.0,
-                 attack: tuple[str, ...] = attacks, mode: str = "dodging", targets: list | None = None,
-                 margin: float = 0.25, mmd_weight: float = 1.0, landmark_jitter: float = 0.015,
-                 diversity: float = 0.5, robust: bool = False, insert_every: int = 10,
-                 face_margin: float = 0.1, check_every: int = 5, extra_steps: int = 3, seed: int = 0,
-                 norm: str = "linf", model_dropout: float = 0.0):
+    def __init__(
+        self,
+        eps: float = 8,
+        steps: int = 60,
+        step_size: float = 1,
+        momentum: float = 1.0,
+        attack: tuple[str, ...] = attacks,
+        mode: str = "dodging",
+        targets: list | None = None,
+        margin: float = 0.25,
+        mmd_weight: float = 1.0,
+        landmark_jitter: float = 0.015,
+        diversity: float = 0.5,
+        robust: bool = False,
+        insert_every: int = 10,
+        face_margin: float = 0.1,
+        check_every: int = 5,
+        extra_steps: int = 3,
+        seed: int = 0,
+        norm: str = "linf",
+        model_dropout: float = 0.0,
+    ):
         if mode not in ("dodging", "targeted"):
             raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
         if norm not in ("linf", "l2"):
@@ -99,22 +124,31 @@ class TIPIM:
         recs, missing = white_box_models(self.attack)
         faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
-            return ProtectionResult(pixels.copy(), faces, time.perf_counter() - start, {"steps": 0, "success": True},
-                                    ["No face found: there is no identity to hide; the photo was left unchanged."])
+            return ProtectionResult(
+                pixels.copy(),
+                faces,
+                time.perf_counter() - start,
+                {"steps": 0, "success": True},
+                ["No face found: there is no identity to hide; the photo was left unchanged."],
+            )
         generator = torch.Generator().manual_seed(self.seed)
         x0 = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None]
         mask = region_mask(pixels.shape[:2], faces.boxes, self.face_margin)
         m = torch.from_numpy(mask)[None, None]
         # clean landmarks and embeddings stay fixed: the attack moves the face away from them
-        clean = [[(rec, lm, _embed(rec, x0 / 255.0, lm)) for rec in recs
-                  for lm in [rec.landmarks(pixels, box)]] for box in faces.boxes]
+        clean = [
+            [(rec, lm, _embed(rec, x0 / 255.0, lm)) for rec in recs for lm in [rec.landmarks(pixels, box)]]
+            for box in faces.boxes
+        ]
         notices = []
         candidates, chosen, photo_index = [], [[] for _ in faces.boxes], []
         if self.mode == "targeted":
             candidates, photo_index = self._candidates(recs, clean)
             if not candidates:
-                notices.append("No usable target identity (every candidate looks like a face in this photo): "
-                               "protected in dodging mode instead.")
+                notices.append(
+                    "No usable target identity (every candidate looks like a face in this photo): "
+                    "protected in dodging mode instead."
+                )
         clean_patches = _patches(x0 / 255.0, mask)
         radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
         delta = torch.zeros_like(x0, requires_grad=True)
@@ -126,12 +160,20 @@ class TIPIM:
             id_loss = x.new_zeros(())
             for i, face in enumerate(clean):
                 with feature_dropout(recs, self.model_dropout, generator):
-                    embs = [rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale)
-                            for rec, lm, _ in face]
+                    embs = [
+                        rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale) for rec, lm, _ in face
+                    ]
                 id_loss = id_loss + sum(rec.dodge_loss(e, e0, self.margin) for (rec, _, e0), e in zip(face, embs))
                 if candidates:
-                    losses = torch.stack([sum(rec.match_loss(e, t[j], self.margin) for j, ((rec, _, _), e)
-                                              in enumerate(zip(face, embs))) for t in candidates])
+                    losses = torch.stack(
+                        [
+                            sum(
+                                rec.match_loss(e, t[j], self.margin)
+                                for j, ((rec, _, _), e) in enumerate(zip(face, embs))
+                            )
+                            for t in candidates
+                        ]
+                    )
                     if step % self.insert_every == 0:
                         _greedy_insert(chosen[i], losses.detach())
                     id_loss = id_loss + _softmin(losses[chosen[i]])
@@ -168,13 +210,22 @@ class TIPIM:
         out = to_uint8(x0 + delta * m)
         if not success:
             goal = "matches its target" if candidates else "still matches a face"
-            notices.append(f"After {steps_done} steps not every attacked recogniser is fooled ({goal} condition): "
-                           "raise the budget or the number of steps.")
-        info = {"steps": steps_done, "success": bool(success), "identity_loss": history, "mode": self.mode,
-                "attacked": [r.name for r in recs], "unavailable_attacked": missing, "robust": self.robust,
-                "norm": self.norm,
-                # per face: indices into the target photos (targets, or builtin_target_photos())
-                "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else []}
+            notices.append(
+                f"After {steps_done} steps not every attacked recogniser is fooled ({goal} condition): "
+                "raise the budget or the number of steps."
+            )
+        info = {
+            "steps": steps_done,
+            "success": bool(success),
+            "identity_loss": history,
+            "mode": self.mode,
+            "attacked": [r.name for r in recs],
+            "unavailable_attacked": missing,
+            "robust": self.robust,
+            "norm": self.norm,
+            # per face: indices into the target photos (targets, or builtin_target_photos())
+            "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else [],
+        }
         return ProtectionResult(out, faces, time.perf_counter() - start, info, notices)
 
     def _candidates(self, recs, clean) -> tuple[list[list[torch.Tensor]], list[int]]:
@@ -189,8 +240,9 @@ class TIPIM:
                 continue
             xt = torch.from_numpy(np.array(target, np.float32)).permute(2, 0, 1)[None] / 255.0
             embs = [_embed(rec, xt, rec.landmarks(target, box)) for rec in recs]
-            same = any(rec.is_match(float(rec.score_tensor(e, e0)))
-                       for face in clean for (rec, _, e0), e in zip(face, embs))
+            same = any(
+                rec.is_match(float(rec.score_tensor(e, e0))) for face in clean for (rec, _, e0), e in zip(face, embs)
+            )
             if not same:
                 candidates.append(embs)
                 index.append(k)
@@ -213,7 +265,9 @@ class TIPIM:
         if not self.landmark_jitter:
             return lm
         size = float(max(box[2] - box[0], box[3] - box[1]))
-        return lm + torch.randn(lm.shape, generator=generator, dtype=torch.float64).numpy() * self.landmark_jitter * size
+        return (
+            lm + torch.randn(lm.shape, generator=generator, dtype=torch.float64).numpy() * self.landmark_jitter * size
+        )
 
     @staticmethod
     def _succeeded(clean, candidates, chosen, faces, x0, delta, m) -> bool:
@@ -226,9 +280,17 @@ class TIPIM:
                 embs = [rec.embed_tensor(x, rec.landmarks(pixels, faces.boxes[i])) for rec, _, _ in face]
                 if any(rec.is_match(float(rec.score_tensor(e, e0))) for (rec, _, e0), e in zip(face, embs)):
                     return False
-                if candidates and chosen[i] and not any(
-                        all(rec.is_match(float(rec.score_tensor(e, candidates[c][j])))
-                            for j, ((rec, _, _), e) in enumerate(zip(face, embs))) for c in chosen[i]):
+                if (
+                    candidates
+                    and chosen[i]
+                    and not any(
+                        all(
+                            rec.is_match(float(rec.score_tensor(e, candidates[c][j])))
+                            for j, ((rec, _, _), e) in enumerate(zip(face, embs))
+                        )
+                        for c in chosen[i]
+                    )
+                ):
                     return False
         return True
 
@@ -270,7 +332,9 @@ def _greedy_insert(chosen: list[int], losses: torch.Tensor, min_gain: float = 0.
     if len(chosen) == len(losses):
         return
     current = float(_softmin(losses[chosen]))
-    gain, best = max((current - float(_softmin(losses[chosen + [c]])), c) for c in range(len(losses)) if c not in chosen)
+    gain, best = max(
+        (current - float(_softmin(losses[chosen + [c]])), c) for c in range(len(losses)) if c not in chosen
+    )
     if gain > min_gain * max(current, 1e-6):
         chosen.append(best)
 
@@ -293,7 +357,7 @@ def _patches(x: torch.Tensor, mask: np.ndarray, size: int = 4, limit: int = 2048
     """(N, 3*size*size) non-overlapping patches of the masked area (a fixed subset when large)."""
     rows, cols = np.nonzero(mask)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    region = x[:, :, r0:r1 - (r1 - r0) % size, c0:c1 - (c1 - c0) % size]
+    region = x[:, :, r0 : r1 - (r1 - r0) % size, c0 : c1 - (c1 - c0) % size]
     patches = F.unfold(region, size, stride=size)[0].T
     if len(patches) > limit:
         patches = patches[torch.linspace(0, len(patches) - 1, limit).long()]
@@ -304,5 +368,5 @@ def _mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared MMD with a Gaussian kernel (bandwidth: median heuristic on the clean set)."""
     with torch.no_grad():
         bandwidth = torch.cdist(b, b).median().clamp_min(1e-3) ** 2
-    k = lambda u, v: torch.exp(-torch.cdist(u, v) ** 2 / bandwidth)  # noqa: E731
+    k = lambda u, v: torch.exp(-(torch.cdist(u, v) ** 2) / bandwidth)  # noqa: E731
     return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()

@@ -19,8 +19,15 @@ from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.models.alignment import FivePoints, warp
-from faceshield.protections.apf import (CROP, PROBE, WEIGHTS_FILE, crop_points, crop_transform, normalise_gradient,
-                                        probe_gradient)
+from faceshield.protections.apf import (
+    CROP,
+    PROBE,
+    WEIGHTS_FILE,
+    crop_points,
+    crop_transform,
+    normalise_gradient,
+    probe_gradient,
+)
 from faceshield.protections.generator import PerturbationGenerator
 from faceshield.train import data
 from faceshield.train.checkpoint import Run, export_safetensors
@@ -79,8 +86,9 @@ def main(args) -> None:
     jitter = v2.ColorJitter(0.2, 0.2, 0.2, 0.02)  # geometry stays: the landmarks must hold
     transfer = PerturbationGenerator(args.width, args.blocks)
     uap_logits = torch.nn.Parameter(torch.zeros(3, CROP, CROP))
-    opt = torch.optim.Adam([{"params": transfer.parameters(), "lr": args.lr},
-                            {"params": [uap_logits], "lr": args.lr * 10}])
+    opt = torch.optim.Adam(
+        [{"params": transfer.parameters(), "lr": args.lr}, {"params": [uap_logits], "lr": args.lr * 10}]
+    )
     run = Run(args.run, {"transfer": transfer, "opt": opt, "uap": _ParamHolder(uap_logits)}, args.resume)
     generator = torch.Generator().manual_seed(args.seed)
     bar = tqdm(total=args.steps, initial=run.step, desc="apf")
@@ -91,7 +99,7 @@ def main(args) -> None:
             crop, landmarks = crops[i]
             x = jitter(crop)[None].float() / 255.0
             _, grad = probe_gradient(probe, x, args.eps, args.probe_steps, generator)
-            delta = (transfer(normalise_gradient(grad)) * args.eps + torch.tanh(uap_logits)[None] * args.eps)
+            delta = transfer(normalise_gradient(grad)) * args.eps + torch.tanh(uap_logits)[None] * args.eps
             x_adv = (x + delta.clamp(-args.eps, args.eps) / 255.0).clamp(0, 1)
             loss = 0.0
             for k, rec in recs.items():
@@ -114,11 +122,26 @@ def main(args) -> None:
     state["uap"] = torch.tanh(uap_logits.detach())
     holder = torch.nn.Module()
     holder.state_dict = lambda: state
-    export_safetensors(holder, args.export, {
-        "architecture": "APF: PerturbationGenerator transfer net + universal perturbation", "width": args.width,
-        "blocks": args.blocks, "crop": CROP, "eps": args.eps, "probe": PROBE, "probe_steps": args.probe_steps,
-        "ensemble": ",".join(args.ensemble), "margin": args.margin, "steps": args.steps, "batch": args.batch,
-        "seed": args.seed, "faces": len(crops), "data": "faceshield training photos (annotated detection photos held out)"})
+    export_safetensors(
+        holder,
+        args.export,
+        {
+            "architecture": "APF: PerturbationGenerator transfer net + universal perturbation",
+            "width": args.width,
+            "blocks": args.blocks,
+            "crop": CROP,
+            "eps": args.eps,
+            "probe": PROBE,
+            "probe_steps": args.probe_steps,
+            "ensemble": ",".join(args.ensemble),
+            "margin": args.margin,
+            "steps": args.steps,
+            "batch": args.batch,
+            "seed": args.seed,
+            "faces": len(crops),
+            "data": "faceshield training photos (annotated detection photos held out)",
+        },
+    )
     print(f"wrote {args.export}")
 
 

@@ -36,8 +36,12 @@ class Run:
 
     def save(self) -> None:
         state = {name: m.state_dict() for name, m in self.modules.items()}
-        state.update(step=self.step, torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(),
-                     python_rng=random.getstate())
+        state.update(
+            step=self.step,
+            torch_rng=torch.get_rng_state(),
+            numpy_rng=np.random.get_state(),
+            python_rng=random.getstate(),
+        )
         tmp = self.dir / "last.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.dir / "last.pt")  # an interrupted save never corrupts the checkpoint

@@ -32,8 +32,9 @@ def training_photos(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path
         raise FileNotFoundError(f"no training data at {root}")
     skip = held_out(root)
     skipped = [root / f for f in skip_folders]
-    photos = sorted(p for p in root.rglob("*.jpg")
-                    if p.name not in skip and not any(p.is_relative_to(f) for f in skipped))
+    photos = sorted(
+        p for p in root.rglob("*.jpg") if p.name not in skip and not any(p.is_relative_to(f) for f in skipped)
+    )
     if not photos:
         raise FileNotFoundError(f"no .jpg photos under {root}")
     return photos
@@ -81,6 +82,10 @@ def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> li
             if min(r1 - r0, c1 - c0) < 24:  # too small to teach anything at 128 px
                 continue
             crop = photo[None, :, r0:r1, c0:c1].float()
-            crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
-                                       align_corners=False)[0].round().clamp(0, 255).byte())
+            crops.append(
+                F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+                .round()
+                .clamp(0, 255)
+                .byte()
+            )
     return crops

@@ -32,10 +32,18 @@ def add_arguments(p) -> None:
     p.add_argument("--eps", type=float, default=8, help="budget in grey levels")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--distortion-weight", type=float, default=30.0)
-    p.add_argument("--psnr-floor", type=float, default=34.0,
-                   help="distortion is penalised only where a view's PSNR falls below this (dB)")
-    p.add_argument("--pnet-weight", type=float, default=1.0,
-                   help="weight of MTCNN's dense P-Net term (0: R-Net/O-Net candidates only)")
+    p.add_argument(
+        "--psnr-floor",
+        type=float,
+        default=34.0,
+        help="distortion is penalised only where a view's PSNR falls below this (dB)",
+    )
+    p.add_argument(
+        "--pnet-weight",
+        type=float,
+        default=1.0,
+        help="weight of MTCNN's dense P-Net term (0: R-Net/O-Net candidates only)",
+    )
     p.add_argument("--detectors", nargs="+", default=["mtcnn"], help="white-box detectors to train against")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--blocks", type=int, default=3)
@@ -89,15 +97,28 @@ def main(args) -> None:
         run.step += 1
         run.log(face_loss=face_total, distortion=dist_total, mse=mse_total, lr=sched.get_last_lr()[0])
         bar.update(1)
-        bar.set_postfix(face=f"{face_total:.1f}", rms=f"{mse_total ** 0.5:.2f}")
+        bar.set_postfix(face=f"{face_total:.1f}", rms=f"{mse_total**0.5:.2f}")
         if run.step % args.save_every == 0 or run.step == args.steps:
             run.save()
     bar.close()
-    export_safetensors(net, args.export, {
-        "architecture": "PerturbationGenerator", "width": args.width, "blocks": args.blocks,
-        "eps": args.eps, "steps": args.steps, "batch": args.batch, "sizes": args.sizes,
-        "detectors": ",".join(args.detectors), "distortion_weight": args.distortion_weight,
-        "psnr_floor": args.psnr_floor, "pnet_weight": args.pnet_weight,
-        "seed": args.seed, "init": str(args.init or ""),
-        "data": "faceshield training photos (annotated detection photos held out)"})
+    export_safetensors(
+        net,
+        args.export,
+        {
+            "architecture": "PerturbationGenerator",
+            "width": args.width,
+            "blocks": args.blocks,
+            "eps": args.eps,
+            "steps": args.steps,
+            "batch": args.batch,
+            "sizes": args.sizes,
+            "detectors": ",".join(args.detectors),
+            "distortion_weight": args.distortion_weight,
+            "psnr_floor": args.psnr_floor,
+            "pnet_weight": args.pnet_weight,
+            "seed": args.seed,
+            "init": str(args.init or ""),
+            "data": "faceshield training photos (annotated detection photos held out)",
+        },
+    )
     print(f"wrote {args.export}")
