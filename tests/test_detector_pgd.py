@@ -44,3 +44,19 @@ def test_no_face_photo_is_left_unchanged_unless_asked():
     assert np.array_equal(result.pixels, noise) and "No face" in result.notices[0]
     forced = DetectorPGD(eps=4, steps=3, whole_image=True)(noise)
     assert np.abs(forced.pixels.astype(int) - noise).max() <= 4
+
+
+@pytest.mark.slow
+def test_default_hides_a_large_frontal_face(photos):
+    """The portrait case: the astronaut at twice her size (a 230 px frontal face filling a
+    1024 px photo), default settings, judged by facenet-pytorch's MTCNN on the saved PNG."""
+    import cv2
+
+    big = cv2.resize(photos["astronaut"], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    mtcnn = models.load("mtcnn")
+    (box,) = mtcnn.detect(big).boxes
+    assert box[2] - box[0] > 150  # a large face, not a small one
+    result = DetectorPGD()(big)
+    downloaded = png_roundtrip(result.pixels)
+    assert result.info["success"] and len(mtcnn.detect(downloaded)) == 0
+    assert image_quality(big, downloaded)["linf"] <= 8
