@@ -60,3 +60,12 @@ def test_default_hides_a_large_frontal_face(photos):
     downloaded = png_roundtrip(result.pixels)
     assert result.info["success"] and len(mtcnn.detect(downloaded)) == 0
     assert image_quality(big, downloaded)["linf"] <= 8
+
+
+def test_a_misspelt_option_is_an_error_and_shared_ones_are_not():
+    from faceshield.protections import build
+
+    with pytest.raises(TypeError, match="unknown option.*epss"):
+        build("detector-pgd", epss=4)
+    blur = build("blur", eps=8, attack=("mtcnn",), margin=0.5)  # knobs of other methods: dropped
+    assert blur.key == "blur"

@@ -58,11 +58,25 @@ def build(key: str, **options):
     """A protection by CLI name, e.g. build("detector-pgd", eps=8) or build("blur@16").
 
     "name@value" sets the strength (obfuscations at several strengths in one bench run).
-    Options a method does not take are dropped, so the UI and CLI can pass their common
-    knobs (eps, steps, strength, whole_image) to any method.
+    Options another method takes but this one does not are dropped, so the UI, the CLI and the
+    bench can pass one set of knobs (eps, steps, strength, attack, ...) to any method; an option
+    that no method takes (a misspelling) is a TypeError naming the options there are.
     """
     if "@" in key:
         options = {**options, "strength": float(key.split("@", 1)[1])}
     cls = METHODS[method_key(key)]
-    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(options) - _options_of_any_method())
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)}; options: {', '.join(sorted(_options_of_any_method()))}"
+        )
+    accepted = _options(cls)
     return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+def _options(cls) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def _options_of_any_method() -> set[str]:
+    return set().union(*(_options(cls) for cls in METHODS.values()))
