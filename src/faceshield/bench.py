@@ -547,9 +547,12 @@ def format_zoo_table(results: dict) -> str:
 
 
 def _portraits(dataset: Path, limit: int | None) -> list[Path]:
-    """identities/<person>/<n>.jpg: every photo of one person, one large face each."""
+    """identities/<person>/<n>.jpg, one large face each: all of them, or `limit` spread evenly
+    over the sorted list (so a quick run still sees every person, not the first few)."""
     found = sorted((dataset / "identities").glob("*/*.jpg"))
-    return found[:limit] if limit else found
+    if not limit or limit >= len(found):
+        return found
+    return [found[int(i)] for i in np.linspace(0, len(found) - 1, limit).round()]
 
 
 def run_transfer_bench(
