@@ -104,3 +104,24 @@ def test_identity_bench_with_the_attacker_who_knows_the_protection(tiny_identiti
     assert all(row["psr"] >= 0.75 for row in masked.values()), {k: r["psr"] for k, r in masked.items()}
     table = (tmp_path / "results.md").read_text()
     assert "Attacker who knows the protection" in table and "| clean | dlib-resnet |" in table
+
+
+def test_per_person_keeps_k_pairs_each_with_its_own_protected_photo():
+    from faceshield.bench import _per_person
+
+    pairs = [
+        ("ann/1", "ann/2"),
+        ("ann/1", "ann/3"),
+        ("ann/2", "ann/3"),
+        ("ann/3", "ann/4"),
+        ("bob/1", "bob/2"),
+        ("bob/2", "bob/3"),
+    ]
+    pairs = [(f"identities/{a}.jpg", f"identities/{b}.jpg") for a, b in pairs]
+    kept = _per_person(pairs, 2)
+    assert [p[0] for p in kept] == [
+        "identities/ann/1.jpg",
+        "identities/ann/2.jpg",
+        "identities/bob/1.jpg",
+        "identities/bob/2.jpg",
+    ]

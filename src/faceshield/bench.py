@@ -150,6 +150,18 @@ def _pairs(dataset: Path) -> list[tuple[str, str, bool]]:
         return [(r["img_a"], r["img_b"], r["same"].strip() == "1") for r in csv.DictReader(f)]
 
 
+def _per_person(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+    """The first k pairs of each person whose protected photo (img_a) no kept pair uses yet."""
+    kept, count, used = [], {}, set()
+    for a, b in pairs:
+        person = Path(a).parent.name
+        if count.get(person, 0) < k and a not in used:
+            kept.append((a, b))
+            count[person] = count.get(person, 0) + 1
+            used.add(a)
+    return kept
+
+
 def _people(photos) -> dict[str, str]:
     """{photo: person}: identities/<person>/<n>.jpg."""
     return {p: Path(p).parent.name for p in photos}
@@ -186,6 +198,7 @@ def run_identity_bench(
     out_dir: Path = Path("bench_results/identity"),
     limit: int | None = None,
     adaptive: bool = False,
+    per_person: int | None = None,
 ) -> dict:
     """Protection success rate on same-person pairs (pairs.csv): protect img_a, compare its
     face with the clean img_b's at each recogniser's own threshold; also after JPEG q75 and a
@@ -193,14 +206,18 @@ def run_identity_bench(
     protected face matches the target identity it was steered to.
 
     adaptive: also protect every photo of pairs.csv and judge the attacker who knows the
-    protection (evaluation.identity_leakage on protected-vs-protected pairs and rank-1)."""
+    protection (evaluation.identity_leakage on protected-vs-protected pairs and rank-1).
+    per_person: at most this many pairs per person, each with its own protected photo (in
+    pairs.csv order): a quick run that still sees every person."""
     options = {"eps": 8, **(options or {})}
     every_pair = _pairs(dataset)
     pairs = [(a, b) for a, b, same in every_pair if same]
+    if per_person:
+        pairs = _per_person(pairs, per_person)
     pairs = pairs[:limit] if limit else pairs
     wanted = {p for pair in pairs for p in pair}
-    if adaptive:  # with --limit: the pairs among the photos of the first N same-person pairs
-        every_pair = [(a, b, same) for a, b, same in every_pair if not limit or {a, b} <= wanted]
+    if adaptive:  # with --limit / per_person: the pairs among the photos of the chosen pairs
+        every_pair = [(a, b, same) for a, b, same in every_pair if not (limit or per_person) or {a, b} <= wanted]
         wanted |= {p for a, b, _ in every_pair for p in (a, b)}
     recs, _ = models.available(DEFAULT_RECOGNISERS)
     photos = {p: load_image(dataset / p).pixels for p in sorted(wanted)}

@@ -209,6 +209,7 @@ def cmd_bench(args) -> int:
             out_dir=Path(args.out) / "identity",
             limit=args.limit,
             adaptive=args.adaptive,
+            per_person=args.per_person,
         )
         return 0
     run_bench(
@@ -289,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --pairs: protect every photo and judge the attacker who knows the protection "
         "(protected-vs-protected verification AUC and rank-1 identification)",
+    )
+    b.add_argument(
+        "--per-person",
+        type=int,
+        metavar="K",
+        help="with --pairs: at most K same-person pairs per person, each with its own protected photo "
+        "(a quick run that still sees every person)",
     )
     b.add_argument(
         "--transfer",
