@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -21,6 +23,7 @@ from faceshield import (  # noqa: E402
 )
 from faceshield.examples import example_photos  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
+from faceshield.protections.base import Cancelled, stop_when  # noqa: E402
 from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
 from faceshield.settings import KNOBS, STRENGTH_KNOBS, InputError, Knob  # noqa: E402
 from faceshield.weights import WeightsUnavailable  # noqa: E402
@@ -82,6 +85,8 @@ def page_inputs(
     strength_knob = STRENGTH_KNOBS.get(method)
     if targets is not None and not isinstance(targets, list):
         raise InputError("The target identities must be a list of photos.")
+    if targets and len(targets) > settings.MAX_TARGETS:
+        raise InputError(f"Give at most {settings.MAX_TARGETS} target identity photos (got {len(targets)}).")
     options = {
         "method": method,
         "eps": KNOBS["eps"].check(eps),
@@ -110,8 +115,54 @@ def _gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
     return int(30 + 0.5 * steps)
 
 
-def _on_gpu(fn):
-    return spaces.GPU(duration=_gpu_seconds)(fn) if spaces is not None else fn
+def _sweep_gpu_seconds(image_path, method, steps, *args, **kwargs) -> int:
+    """The sweep runs one attack per budget (five)."""
+    return 5 * _gpu_seconds(image_path, method, None, steps)
+
+
+def _on_gpu(fn=None, seconds=_gpu_seconds):
+    """ZeroGPU decorator for every callback that moves models to a device (no-op elsewhere)."""
+    if fn is None:
+        return lambda f: _on_gpu(f, seconds)
+    return spaces.GPU(duration=seconds)(fn) if spaces is not None else fn
+
+
+# Heavy work (protect, lab, sweep) shares one concurrency group of settings.CONCURRENCY_LIMIT
+# slots. Gradio cannot stop a sync handler's thread: when a request is cancelled (or its client
+# goes away) Gradio cancels the async handler below, which sets the request's stop event; the
+# attack loop sees it at its next step (protections.base.check_stop) and ends. A semaphore keeps
+# a new request waiting until a cancelled one's thread has really finished, so at most
+# CONCURRENCY_LIMIT attacks run at any moment.
+_slots = threading.BoundedSemaphore(settings.CONCURRENCY_LIMIT)
+_running_lock = threading.Lock()
+heavy_running = 0  # heavy callbacks running in this process now (tests read it)
+HEAVY = "heavy"  # the concurrency_id of every heavy event
+
+
+def _bounded(stop: threading.Event, fn, args):
+    global heavy_running
+    while not _slots.acquire(timeout=0.1):
+        if stop.is_set():
+            raise Cancelled
+    try:
+        with _running_lock:
+            heavy_running += 1
+        with stop_when(stop, settings.MAX_SECONDS):
+            return fn(*args)
+    finally:
+        with _running_lock:
+            heavy_running -= 1
+        _slots.release()
+
+
+async def _heavy(fn, *args):
+    """fn(*args) in a worker thread, stopped at its next attack step if this request is cancelled."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_bounded, stop, fn, args)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 @_on_gpu
@@ -128,7 +179,6 @@ def run(
     robust=False,
     target_paths=None,
     norm="linf",
-    progress=gr.Progress(track_tqdm=True),
 ):
     try:
         page = protect_photo(
@@ -172,7 +222,8 @@ def _lab_photo(image_path):
     return load_image(source).pixels
 
 
-def run_lab(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
+@_on_gpu
+def run_lab(image_path, method, eps, steps):
     try:
         method = _choice(method, lab.LAB_METHODS, "The attack")
         eps, steps = KNOBS["lab_eps"].check(eps), KNOBS["lab_steps"].check(steps)
@@ -201,7 +252,8 @@ def show_iteration(trace, step):
     return current, views, lab.plot_trace(trace, step), f"**Iteration {step}** of {len(trace.iterates) - 1}: {loss}"
 
 
-def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
+@_on_gpu(seconds=_sweep_gpu_seconds)
+def run_sweep(image_path, method, steps):
     try:
         method = _choice(method, lab.LAB_METHODS, "The attack")
         steps = KNOBS["lab_steps"].check(steps)
@@ -221,6 +273,50 @@ def run_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
         for r in rows
     ]
     return lab.plot_sweep(rows), table
+
+
+# The events' handlers: the same inputs (Gradio's API names them after these parameters),
+# run through _heavy; tqdm progress of the attack loops reaches the page.
+
+
+async def protect(
+    image_path,
+    method,
+    eps,
+    steps,
+    whole_image,
+    slow_judges,
+    reference_path,
+    strength=None,
+    mode="dodging",
+    robust=False,
+    target_paths=None,
+    norm="linf",
+    progress=gr.Progress(track_tqdm=True),
+):
+    return await _heavy(
+        run,
+        image_path,
+        method,
+        eps,
+        steps,
+        whole_image,
+        slow_judges,
+        reference_path,
+        strength,
+        mode,
+        robust,
+        target_paths,
+        norm,
+    )
+
+
+async def lab_attack(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
+    return await _heavy(run_lab, image_path, method, eps, steps)
+
+
+async def lab_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
+    return await _heavy(run_sweep, image_path, method, steps)
 
 
 def method_controls(key: str):
@@ -345,13 +441,14 @@ def create_demo() -> gr.Blocks:
                     sweep_table = gr.Dataframe(
                         headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"], interactive=False
                     )
-            lab_trace = gr.State(None)
+            lab_trace = gr.State(None, time_to_live=settings.STATE_TTL)  # thumbnails, dropped when idle
             lab_button.click(
-                run_lab,
+                lab_attack,
                 [lab_image, lab_method, lab_eps, lab_steps],
                 [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
                 api_name="lab",
                 concurrency_limit=settings.CONCURRENCY_LIMIT,
+                concurrency_id=HEAVY,
                 preprocess=False,
             )
             lab_step.release(
@@ -362,11 +459,12 @@ def create_demo() -> gr.Blocks:
                 preprocess=False,
             )
             sweep_button.click(
-                run_sweep,
+                lab_sweep,
                 [lab_image, lab_method, lab_steps],
                 [sweep_plot, sweep_table],
                 api_name="sweep",
                 concurrency_limit=settings.CONCURRENCY_LIMIT,
+                concurrency_id=HEAVY,
                 preprocess=False,
             )
         with gr.Tab("Models"):
@@ -378,11 +476,12 @@ def create_demo() -> gr.Blocks:
             )
         method.change(method_controls, method, [eps, strength], api_name=False)
         button.click(
-            run,
+            protect,
             [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
             [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
             api_name="protect",
             concurrency_limit=settings.CONCURRENCY_LIMIT,
+            concurrency_id=HEAVY,
             preprocess=False,
         )
     return demo
@@ -395,7 +494,12 @@ def launch(**options):
     """Serve the page as `python app.py` does; tests add prevent_thread_lock=True. show_error is
     off: user errors are gr.Error (always shown), any other exception shows no text (it could
     name server paths); the traceback stays in the server log."""
-    options = {"server_name": os.getenv("GRADIO_SERVER_NAME", "127.0.0.1"), "show_error": False, **options}
+    options = {
+        "server_name": os.getenv("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "show_error": False,
+        "max_file_size": settings.MAX_FILE_BYTES,
+        **options,
+    }
     return demo.queue(max_size=settings.MAX_QUEUE_SIZE).launch(**options)
 
 

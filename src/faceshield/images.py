@@ -134,6 +134,19 @@ def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     return path
 
 
+def thumbnail(pixels: np.ndarray, side: int | None = None) -> np.ndarray:
+    """(H, W, C) uint8 with its longer side at most `side` (settings.THUMB_SIDE), area-averaged;
+    the same array when already small enough. For the page's views, never for a download."""
+    import cv2
+
+    side = side or settings.THUMB_SIDE
+    h, w = pixels.shape[:2]
+    if max(h, w) <= side:
+        return pixels
+    scale = side / max(h, w)
+    return cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def png_roundtrip(pixels: np.ndarray) -> np.ndarray:
     """What the user gets back after download: pixels -> PNG bytes -> pixels."""
     buffer = io.BytesIO()

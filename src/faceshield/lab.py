@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceshield import models
+from faceshield.images import thumbnail
 from faceshield.metrics import image_quality
 from faceshield.protections import build
 
@@ -26,7 +27,7 @@ LAB_RECOGNISERS = ("dlib-resnet", "facenet", "sface")
 class Trace:
     method: str
     eps: float
-    iterates: list[np.ndarray]  # the photo after each step, uint8
+    iterates: list[np.ndarray]  # the photo after each step, uint8 thumbnails (images.thumbnail)
     loss: list[float]
     judged_steps: list[int] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)  # model name -> value at judged steps
@@ -52,17 +53,28 @@ def trace_attack(
     them (evenly spaced, the first and last included) with the lab's models."""
     if method not in LAB_METHODS:
         raise ValueError(f"the lab steps through {LAB_METHODS}, not {method}")
-    iterates, losses = [pixels.copy()], []
+    # The trace keeps thumbnails (what the page shows); full resolution only for the steps the
+    # models judge (an even grid over the most steps asked for, plus the last one).
+    iterates, losses, full = [thumbnail(pixels)], [], {0: pixels}
+    grid = set(np.linspace(0, steps, min(judged, steps + 1)).round().astype(int).tolist())
+
+    def keep(step, img, loss):
+        iterates.append(thumbnail(img))
+        losses.append(loss)
+        if len(iterates) - 1 in grid:
+            full[len(iterates) - 1] = img
+
     protection = build(method, eps=eps, steps=steps, extra_steps=0)
-    result = protection(pixels, on_step=lambda step, img, loss: (iterates.append(img), losses.append(loss)))
-    iterates[-1] = result.pixels
+    result = protection(pixels, on_step=keep)
+    iterates[-1] = thumbnail(result.pixels)
+    full[len(iterates) - 1] = result.pixels
     trace = Trace(method, eps, iterates, losses, result=result)
-    picks = sorted(set(np.linspace(0, len(iterates) - 1, min(judged, len(iterates))).round().astype(int)))
+    picks = sorted(i for i in full if i < len(iterates))
     trace.judged_steps = [int(i) for i in picks]
     dets, _ = models.available(list(LAB_DETECTORS))
     for det in dets.values():
         trace.kinds[det.name] = "face confidence"
-        trace.scores[det.name] = [_face_score(det, iterates[i], result.faces) for i in picks]
+        trace.scores[det.name] = [_face_score(det, full[i], result.faces) for i in picks]
     if method == "tip-im" and len(result.faces):
         box = result.faces.boxes[0]
         recs, _ = models.available(list(LAB_RECOGNISERS))
@@ -71,7 +83,7 @@ def trace_attack(
             trace.kinds[rec.name] = (
                 f"{rec.metric} to the original (match {'<' if rec.metric == 'euclidean' else '>'} {rec.threshold})"
             )
-            trace.scores[rec.name] = [rec.score(e0, rec.embed(iterates[i], box)) for i in picks]
+            trace.scores[rec.name] = [rec.score(e0, rec.embed(full[i], box)) for i in picks]
     return trace
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from faceshield import models
+from faceshield import models, settings
 from faceshield.evaluation import DEFAULT_DETECTORS, Evaluation, evaluate
-from faceshield.images import load_image, save_png
-from faceshield.protections import build
+from faceshield.images import load_image, save_png, thumbnail
+from faceshield.protections import METHODS, build
+from faceshield.settings import InputError
 from faceshield.visualize import amplified_perturbation, draw_detections
 
 # Download PNGs: one private folder per process (mode 0700, unpredictable name, made on first
@@ -94,6 +95,13 @@ def protect_photo(
     loaded = load_image(source)
     ref_pixels = load_image(reference).pixels if reference is not None else None
     target_pixels = [load_image(t).pixels for t in targets] if targets else None
+    if hasattr(METHODS.get(method), "attacks"):  # the iterative attacks' cost grows with the faces
+        found = len(models.find_faces(loaded.pixels))
+        if found > settings.MAX_FACES:
+            raise InputError(
+                f"This photo has {found} faces; FaceShield protects at most {settings.MAX_FACES} faces "
+                "per photo here. Crop the photo into parts and protect each."
+            )
     protection = build(
         method,
         eps=eps,
@@ -117,14 +125,11 @@ def protect_photo(
         faces=result.faces if len(result.faces) else None,
     )
 
-    gallery = []
+    gallery = []  # thumbnails: the page shows them small; the download stays full resolution
     for v in ev.detectors:
-        gallery.append(
-            (draw_detections(loaded.pixels, v.before, (0, 220, 0), f"{v.name} before"), f"{v.name}: original")
-        )
-        gallery.append(
-            (draw_detections(result.pixels, v.after, (255, 60, 60), f"{v.name} after"), f"{v.name}: protected")
-        )
+        before = draw_detections(loaded.pixels, v.before, (0, 220, 0), f"{v.name} before")
+        after = draw_detections(result.pixels, v.after, (255, 60, 60), f"{v.name} after")
+        gallery += [(thumbnail(before), f"{v.name}: original"), (thumbnail(after), f"{v.name}: protected")]
     attacked = tuple(getattr(protection, "attack", ()))
     det_rows = [
         [

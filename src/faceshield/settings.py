@@ -37,6 +37,18 @@ CACHE_DIR: Path = Path(os.getenv("FACESHIELD_CACHE", Path.home() / ".cache" / "f
 # Gradio queue: one protection at a time per CPU core pair; bounded waiting line.
 CONCURRENCY_LIMIT: int = _int("FACESHIELD_CONCURRENCY", 1)
 MAX_QUEUE_SIZE: int = _int("FACESHIELD_MAX_QUEUE", 16)
+# Every heavy web request (protect, lab, sweep) shares these CONCURRENCY_LIMIT slots; an
+# iterative attack stops after this many seconds and returns its best result so far.
+MAX_SECONDS: float = float(os.getenv("FACESHIELD_MAX_SECONDS") or 120)
+
+# Per-request size: faces protected in one photo, target photos, and the web upload limit
+# (MAX_FILE_BYTES, given to Gradio as max_file_size). The page's pictures (gallery, lab) are
+# thumbnails at most THUMB_SIDE px; the download stays full resolution. The lab's state
+# (its thumbnails) is dropped after STATE_TTL seconds.
+MAX_FACES: int = _int("FACESHIELD_MAX_FACES", 8)
+MAX_TARGETS: int = _int("FACESHIELD_MAX_TARGETS", 8)
+THUMB_SIDE: int = _int("FACESHIELD_THUMB_SIDE", 512)
+STATE_TTL: int = _int("FACESHIELD_STATE_TTL", 900)
 
 
 class InputError(ValueError):

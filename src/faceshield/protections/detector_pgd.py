@@ -21,6 +21,7 @@ from faceshield import settings
 from faceshield.models import Detections
 from faceshield.protections.base import (
     ProtectionResult,
+    check_stop,
     merge_faces,
     momentum_step,
     region_mask,
@@ -120,6 +121,9 @@ class DetectorPGD:
         best, best_step = float("inf"), 0
         bar = tqdm(range(self.steps), desc=f"{self.key}", leave=False)
         for step in bar:
+            if (late := check_stop(step)) is not None:  # the request's time is up
+                notices.append(late)
+                break
             x = (x0 + delta * m) / 255.0
             face_loss = sum(d.face_loss(x, region) for d in detectors)
             distortion = (delta * m).pow(2).mean()

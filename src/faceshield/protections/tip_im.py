@@ -35,6 +35,7 @@ from faceshield import models, settings
 from faceshield.models import Detections
 from faceshield.protections.base import (
     ProtectionResult,
+    check_stop,
     feature_dropout,
     l2_round,
     l2_step,
@@ -156,6 +157,9 @@ class TIPIM:
         history, success, extra, steps_done = [], False, None, 0
         bar = tqdm(range(self.steps), desc=self.key, leave=False)
         for step in bar:
+            if (late := check_stop(step)) is not None:  # the request's time is up
+                notices.append(late)
+                break
             x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
             id_loss = x.new_zeros(())
             for i, face in enumerate(clean):

@@ -1,0 +1,133 @@
+"""Bounded work per request, through the running app (gradio_client): a cancelled protection
+really stops its attack loop, a submit-and-cancel storm never runs more attacks at once than
+the concurrency limit, a request past its deadline returns its best result with a notice, and
+the per-request size caps (faces, target photos, thumbnails on the page) hold."""
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import protect_args
+from PIL import Image
+
+from faceshield import settings
+from faceshield.protections import base
+
+LONG = {"eps": 1, "steps": 300}  # a budget too small to hide the face soon: the loop runs on
+
+
+@pytest.fixture(scope="module")
+def face(photos, tmp_path_factory) -> Path:
+    """The astronaut's face, 256 px: one attack step takes a noticeable fraction of a second."""
+    path = tmp_path_factory.mktemp("photos") / "face.png"
+    Image.fromarray(np.ascontiguousarray(photos["astronaut"][:256, 104:360])).save(path)
+    return path
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _attacks_running() -> int:
+    """Threads of this process inside an iterative attack right now (read from their stacks,
+    not from the app's own gauge)."""
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "__call__" and code.co_filename.endswith(("detector_pgd.py", "tip_im.py")):
+                count += 1
+                break
+            frame = frame.f_back
+    return count
+
+
+def _idle() -> bool:
+    import app
+
+    return app.heavy_running == 0 and _attacks_running() == 0
+
+
+def test_cancel_stops_the_attack_loop_within_a_few_steps(client, face):
+    _wait(_idle, 60, "the app to be idle")
+    start = base.steps_checked
+    job = client.submit(**protect_args(face, **LONG), api_name="/protect")
+    _wait(lambda: base.steps_checked - start >= 3, 60, "the attack to start")
+    job.cancel()
+    at_cancel = base.steps_checked
+    _wait(_idle, 20, "the cancelled attack to end")
+    after = base.steps_checked - at_cancel
+    assert after <= 3, f"the loop ran {after} more steps after the cancel"
+    assert base.steps_checked - start < LONG["steps"]
+
+
+def test_submit_and_cancel_storm_runs_at_most_the_limit(client, face):
+    _wait(_idle, 60, "the app to be idle")
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _attacks_running())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for _ in range(10):
+            job = client.submit(**protect_args(face, **LONG), api_name="/protect")
+            time.sleep(0.5)
+            job.cancel()
+        _wait(_idle, 30, "every cancelled attack to end")
+    finally:
+        done.set()
+        sampler.join()
+    assert 1 <= peak[0] <= settings.CONCURRENCY_LIMIT, peak[0]
+
+
+def test_deadline_returns_the_best_result_so_far_with_a_notice(client, face, monkeypatch):
+    monkeypatch.setattr(settings, "MAX_SECONDS", 2)
+    start = time.monotonic()
+    out = client.predict(**protect_args(face, **LONG), api_name="/protect")
+    summary, download = out[6], out[2]
+    assert "time limit of 2 s per request was reached" in summary, summary
+    assert time.monotonic() - start < 60
+    got = np.asarray(Image.open(download).convert("RGB"))
+    assert not np.array_equal(got, np.asarray(Image.open(face).convert("RGB")))  # a perturbed photo
+
+
+def test_too_many_target_photos_or_faces_are_refused(client, face, photos, tmp_path, monkeypatch):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setattr(settings, "MAX_TARGETS", 1)
+    targets = [handle_file(str(face)), handle_file(str(face))]
+    with pytest.raises(AppError, match="at most 1 target identity photos"):
+        client.predict(
+            **protect_args(face, method="tip-im", mode="targeted", target_paths=targets), api_name="/protect"
+        )
+    monkeypatch.setattr(settings, "MAX_FACES", 1)
+    two = tmp_path / "zidane.png"
+    Image.fromarray(photos["zidane"]).save(two)
+    with pytest.raises(AppError, match=r"has \d+ faces; FaceShield protects at most 1 face"):
+        client.predict(**protect_args(two), api_name="/protect")
+
+
+def test_gallery_and_lab_send_thumbnails_and_the_download_stays_full_size(client, photos, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(photos["astronaut"]).resize((1024, 1024)).save(big)
+    out = client.predict(**protect_args(big, method="blur", strength=8), api_name="/protect")
+    assert Image.open(out[2]).size == (1024, 1024) and Image.open(out[2]).format == "PNG"
+    sizes = [Image.open(item["image"]).size for item in out[3]]
+    assert sizes and all(max(s) == settings.THUMB_SIDE for s in sizes), sizes
+
+    from gradio_client import handle_file
+
+    lab = client.predict(handle_file(str(big)), "detector-pgd", 8, 5, api_name="/lab")
+    view = lab[1]  # the State output is not part of the API: slider, view, gallery, plot, caption
+    assert max(Image.open(view).size) == settings.THUMB_SIDE
