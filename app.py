@@ -155,11 +155,31 @@ def _bounded(stop: threading.Event, fn, args):
         _slots.release()
 
 
-async def _heavy(fn, *args):
-    """fn(*args) in a worker thread, stopped at its next attack step if this request is cancelled."""
-    stop = threading.Event()
+def _client_gone(request: gr.Request | None) -> bool:
+    """Has the client of `request` gone away (Gradio marks its running events not alive when
+    the page's event stream disconnects, but does not cancel them)? Reads Gradio's queue
+    internals, so any surprise there means "no"."""
     try:
-        return await asyncio.to_thread(_bounded, stop, fn, args)
+        session = request.session_hash
+        jobs = [event for job_set in demo._queue.active_jobs if job_set for event in job_set]
+        return any(event.session_hash == session and not event.alive for event in jobs)
+    except Exception:
+        return False
+
+
+async def _heavy(request, fn, *args):
+    """fn(*args) in a worker thread, stopped at its next attack step if this request is
+    cancelled or its client disconnects."""
+    stop = threading.Event()
+    work = asyncio.ensure_future(asyncio.to_thread(_bounded, stop, fn, args))
+    work.add_done_callback(lambda done: done.cancelled() or done.exception())  # a Cancelled nobody awaits
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=0.5)
+            if done:
+                return work.result()
+            if _client_gone(request):
+                stop.set()
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -292,9 +312,11 @@ async def protect(
     robust=False,
     target_paths=None,
     norm="linf",
+    request: gr.Request = None,
     progress=gr.Progress(track_tqdm=True),
 ):
     return await _heavy(
+        request,
         run,
         image_path,
         method,
@@ -311,12 +333,12 @@ async def protect(
     )
 
 
-async def lab_attack(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
-    return await _heavy(run_lab, image_path, method, eps, steps)
+async def lab_attack(image_path, method, eps, steps, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+    return await _heavy(request, run_lab, image_path, method, eps, steps)
 
 
-async def lab_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
-    return await _heavy(run_sweep, image_path, method, steps)
+async def lab_sweep(image_path, method, steps, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+    return await _heavy(request, run_sweep, image_path, method, steps)
 
 
 def method_controls(key: str):

@@ -131,3 +131,31 @@ def test_gallery_and_lab_send_thumbnails_and_the_download_stays_full_size(client
     lab = client.predict(handle_file(str(big)), "detector-pgd", 8, 5, api_name="/lab")
     view = lab[1]  # the State output is not part of the API: slider, view, gallery, plot, caption
     assert max(Image.open(view).size) == settings.THUMB_SIDE
+
+
+def test_a_client_that_disconnects_stops_its_attack(client, face):
+    """The page's way: join the queue, read the event stream, then go away mid-attack."""
+    import httpx
+
+    import app
+
+    _wait(_idle, 60, "the app to be idle")
+    url, session = app.demo.local_url, "disconnecting-client"
+    with open(face, "rb") as f:
+        uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": ("face.png", f, "image/png")}).json()[0]
+    args = protect_args(None, **LONG)
+    args["image_path"] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+    fn_index = next(i for i, fn in app.demo.fns.items() if fn.api_name == "protect")
+    httpx.post(
+        f"{url}gradio_api/queue/join",
+        json={"data": list(args.values()), "fn_index": fn_index, "session_hash": session, "event_data": None},
+    ).raise_for_status()
+    start = base.steps_checked
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=60) as stream:
+        for _ in stream.iter_lines():
+            if base.steps_checked - start >= 3:
+                break  # leaving the block closes the connection
+    at_close = base.steps_checked
+    assert at_close - start >= 3, "the attack never started"
+    _wait(_idle, 20, "the abandoned attack to end")
+    assert base.steps_checked - at_close <= 10, base.steps_checked - at_close
