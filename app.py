@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 
@@ -124,7 +125,16 @@ def _on_gpu(fn=None, seconds=_gpu_seconds):
     """ZeroGPU decorator for every callback that moves models to a device (no-op elsewhere)."""
     if fn is None:
         return lambda f: _on_gpu(f, seconds)
-    return spaces.GPU(duration=seconds)(fn) if spaces is not None else fn
+    if spaces is None:
+        return fn
+
+    @functools.wraps(fn)
+    def with_deadline(*args, **kwargs):
+        # ZeroGPU runs this in another process: the request's stop event cannot follow it there
+        with stop_when(None, settings.MAX_SECONDS):
+            return fn(*args, **kwargs)
+
+    return spaces.GPU(duration=seconds)(with_deadline)
 
 
 # Heavy work (protect, lab, sweep) shares one concurrency group of settings.CONCURRENCY_LIMIT

@@ -188,8 +188,12 @@ steps_checked = 0  # attack steps seen by check_stop() in this process (tests re
 @contextlib.contextmanager
 def stop_when(event: threading.Event | None = None, seconds: float | None = None):
     """Inside this block check_stop() raises Cancelled once `event` is set and reports the
-    deadline `seconds` from now (None: no deadline)."""
+    deadline `seconds` from now (None: no deadline). Nested inside another, it keeps the outer
+    event when given none."""
     deadline = time.monotonic() + seconds if seconds else None
+    outer = _stop.get()
+    if event is None and outer is not None:
+        event = outer.event
     token = _stop.set(_Stop(event, deadline, seconds))
     try:
         yield
