@@ -128,7 +128,10 @@ def test_cpu_only_torch_is_a_build_argument():
     args = [i for i, (word, rest) in enumerate(ins) if word == "ARG" and rest.startswith("PIP_EXTRA_INDEX_URL")]
     first_pip = min(i for i, (word, rest) in enumerate(ins) if word == "RUN" and _pip_installs(rest))
     assert args and args[0] < first_pip and ins[args[0]][1] == "PIP_EXTRA_INDEX_URL="
-    assert "--build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in (ROOT / "README.md").read_text()
+    assert (
+        "--build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
+        in (ROOT / "docs" / "operations.md").read_text()
+    )
     probe = (
         "from pip._internal.commands import create_command; "
         "print(create_command('install').parse_args([])[0].extra_index_urls)"
