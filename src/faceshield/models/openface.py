@@ -4,9 +4,10 @@ another family (an Inception-style network trained with a triplet loss on CASIA-
 FaceScrub, 128-d unit embeddings).
 
 Input as deepface feeds it: the face box cropped, resized to 96x96, RGB in [0, 1]. Same person
-if the Euclidean distance between embeddings is below 0.85. That threshold is the one that
-classifies the most pairs correctly on the project's face pairs (87%, ROC AUC 0.92 there):
-OpenFace is the weakest recogniser in the zoo, so it only counts as a judge, beside the others.
+if the Euclidean distance between embeddings is below 0.85, the threshold that classified the
+most of the project's face pairs correctly when it was added (`python -m faceshield bench
+../shared/data/faces --zoo` reports its accuracy and ROC AUC): OpenFace is the weakest recogniser
+in the zoo, so it only counts as a judge, beside the others.
 """
 
 from __future__ import annotations

@@ -44,9 +44,6 @@ class DetectorPGD:
         check_every: test the real detectors on the 8-bit image every this many steps.
         extra_steps: steps kept after success, to stand some distance from the threshold.
         whole_image: with no face found, still perturb the whole photo.
-        patience: stop early when the loss has not fallen 3% below its best for this many steps
-            (0, the default, never stops early; 20 spares the user most of a stalled attack's
-            time but is not yet measured on the benchmark photos).
         shrink: after success, scale the perturbation down as far as the white-box detectors
             still miss every face (default True; costs three detector checks).
 
@@ -75,12 +72,11 @@ class DetectorPGD:
         extra_steps: int = 2,
         whole_image: bool = False,
         shrink: bool = True,
-        patience: int = 0,
     ):
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
         self.attack, self.distortion_weight, self.face_margin = tuple(attack), distortion_weight, face_margin
         self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
-        self.shrink, self.patience = shrink, patience
+        self.shrink = shrink
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
         """on_step(step, pixels_uint8, face_loss), if given, sees every iterate (the Attack lab)."""
@@ -118,7 +114,6 @@ class DetectorPGD:
         delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers
         grad_avg = torch.zeros_like(x0)
         history, success, steps_done, extra = [], False, 0, None
-        best, best_step = float("inf"), 0
         bar = tqdm(range(self.steps), desc=f"{self.key}", leave=False)
         for step in bar:
             if (late := check_stop(step)) is not None:  # the request's time is up
@@ -135,10 +130,6 @@ class DetectorPGD:
                 on_step(step, to_uint8(x0 + delta.detach() * m), value)
             bar.set_postfix(face_loss=f"{value:.3f}")
             converged = value == 0.0
-            if value < best * 0.97:  # progress = 3% below the best so far
-                best, best_step = value, step
-            if extra is None and self.patience and step - best_step >= self.patience:
-                break  # stalled: more steps of the same attack would only cost the user's time
             if extra is None and (converged or step % self.check_every == self.check_every - 1):
                 if self._hidden(detectors, x0, delta, m, mask):
                     extra = self.extra_steps
