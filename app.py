@@ -17,15 +17,17 @@ except ImportError:  # anywhere else the decorator is a no-op
 
 import gradio as gr  # noqa: E402
 
-from faceshield import (  # noqa: E402
-    lab,  # noqa: E402
-    models,
-    settings,
-)
-from faceshield.examples import example_photos  # noqa: E402
+from faceshield import compare, lab, settings  # noqa: E402
+from faceshield.examples import examples  # noqa: E402
 from faceshield.protections import METHODS  # noqa: E402
 from faceshield.protections.base import Cancelled, stop_when  # noqa: E402
-from faceshield.service import DETECTOR_COLUMNS, RECOGNISER_COLUMNS, protect_photo  # noqa: E402
+from faceshield.service import (  # noqa: E402
+    DETECTOR_COLUMNS,
+    MODEL_COLUMNS,
+    RECOGNISER_COLUMNS,
+    model_rows,
+    protect_photo,
+)
 from faceshield.settings import KNOBS, STRENGTH_KNOBS, InputError, Knob  # noqa: E402
 from faceshield.weights import WeightsUnavailable  # noqa: E402
 
@@ -33,9 +35,15 @@ DESCRIPTION = """# FaceShield
 Adds an imperceptible adversarial perturbation to the faces in a photo, so that face detectors
 stop finding them (*Hide from detectors*) or face recognisers stop recognising them (*Hide
 identity*), then shows what several detectors and recognisers see before and after. Blur,
-pixelation and masking are there to compare with.
+pixelation and masking are there to compare with (**Compare** runs several on one photo).
 Everything runs on this machine; the download is a metadata-free PNG (a JPEG or WebP
 re-encode would erase the protection)."""
+
+VERDICT_HELP = (
+    "Green: every never-attacked detector, or every never-attacked recogniser, is fooled. "
+    "Amber: some models are fooled, but not so. Red: none is. Attacked (white-box) models are the "
+    "ones the protection was aimed at; never-attacked judges stand for a stranger's model."
+)
 
 
 MODES = ("dodging", "targeted")
@@ -68,6 +76,15 @@ def _choice(value, choices, what: str):
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"{what} must be one of: {', '.join(choices)}.")
     return value
+
+
+def _choices(values, choices, what: str) -> list[str]:
+    """A list of distinct choices (a ticked CheckboxGroup), in the page's order."""
+    if not isinstance(values, list) or not values:
+        raise InputError(f"Tick at least one of {what}.")
+    for value in values:
+        _choice(value, choices, what)
+    return [c for c in choices if c in values]
 
 
 def _flag(value, what: str) -> bool:
@@ -119,6 +136,11 @@ def _gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
 def _sweep_gpu_seconds(image_path, method, steps, *args, **kwargs) -> int:
     """The sweep runs one attack per budget (five)."""
     return 5 * _gpu_seconds(image_path, method, None, steps)
+
+
+def _compare_gpu_seconds(image_path, methods, *args, **kwargs) -> int:
+    """One protection at default settings after another."""
+    return _gpu_seconds(image_path, None, None, None) * max(1, len(methods) if isinstance(methods, list) else 1)
 
 
 def _on_gpu(fn=None, seconds=_gpu_seconds):
@@ -232,14 +254,29 @@ def run(
     except WeightsUnavailable as exc:
         raise gr.Error(f"This protection's trained weights are not available here: {exc}") from None
     return (
-        (page.original, page.protected),
+        (page.crop_before, page.crop_after),
         page.perturbation,
         str(page.png_path),
         page.detections,
         page.detector_rows,
-        page.recogniser_rows,
+        page.recogniser_table,
         page.summary,
+        page.verdict.html(),
     )
+
+
+@_on_gpu(seconds=_compare_gpu_seconds)
+def run_compare(image_path, methods, on_progress=None):
+    try:
+        chosen = _choices(methods, tuple(METHODS), "the protections to compare")
+        source = _upload(image_path)
+        if not source:
+            raise InputError("Upload a photo first (or click an example).")
+        result = compare.compare(source, chosen, on_progress=on_progress)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+    notes = "\n".join(f"- {n}" for n in result.notices)
+    return result.table(), result.plot(), result.crops(), notes
 
 
 def _lab_photo(image_path):
@@ -343,6 +380,14 @@ async def protect(
     )
 
 
+async def compare_protections(image_path, methods, request: gr.Request = None, progress=gr.Progress()):
+    def step(i, n, method):
+        progress((i, n), desc=f"{method} ({i + 1} of {n})" if i < n else "done", unit="protections")
+
+    # ZeroGPU runs run_compare in another process, where the page's progress cannot follow
+    return await _heavy(request, run_compare, image_path, methods, step if spaces is None else None)
+
+
 async def lab_attack(image_path, method, eps, steps, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
     return await _heavy(request, run_lab, image_path, method, eps, steps)
 
@@ -371,151 +416,208 @@ def method_controls(key: str):
     )
 
 
-def model_table() -> list[list]:
-    return [
-        [r["name"], r["kind"], "yes" if r["available"] else "no", r["detail"], r["licence"]] for r in models.status()
-    ]
+def example_inputs(component: gr.Image) -> gr.Examples:
+    """The labelled example photos (portrait, two people, group) for one page's photo input."""
+    shipped = examples()
+    return gr.Examples(
+        [[str(e.path)] for e in shipped],
+        inputs=[component],
+        example_labels=[e.label for e in shipped],
+        label="Examples (click one)",
+    )
+
+
+def protect_page() -> None:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
+            method = gr.Dropdown(
+                [(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd", label="Protection"
+            )
+            eps = knob_slider(
+                "eps",
+                1,
+                8,
+                "Strength: max change per pixel, in grey levels of 255 (RMS change over the faces with the L2 budget)",
+            )
+            strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
+            with gr.Accordion("Advanced options", open=False):
+                steps = knob_slider("steps", 10, 80, "Maximum iterations")
+                whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
+                slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
+                gr.Markdown("**Identity mask (TIP-IM)**")
+                mode = gr.Radio(
+                    [
+                        ("Dodging: just do not match", "dodging"),
+                        ("Targeted: look like a target identity", "targeted"),
+                    ],
+                    value="dodging",
+                    label="Identity goal",
+                )
+                targets = gr.File(
+                    label="Target identities (photos; default: built-in faces of example photos)",
+                    file_count="multiple",
+                    file_types=["image"],
+                    type="filepath",
+                )
+                robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
+                norm = gr.Radio(
+                    [("Max change per pixel (L-inf)", "linf"), ("Average (RMS) change over the faces (L2)", "l2")],
+                    value="linf",
+                    label="What the strength bounds",
+                )
+                reference = gr.Image(label="Optional: another photo of the same person", type="filepath", format="png")
+            button = gr.Button("Protect", variant="primary")
+            example_inputs(image)
+        with gr.Column(scale=2, min_width=300):
+            verdict = gr.HTML(elem_id="verdict")
+            with gr.Row():
+                slider = gr.ImageSlider(
+                    label="The faces: original | protected", format="png", type="numpy", min_width=240
+                )
+                perturbation = gr.Image(
+                    label="What changed (amplified)", format="png", interactive=False, min_width=240
+                )
+            download = gr.File(label="Download the protected photo (PNG, no EXIF/GPS)")
+            detector_table = gr.Dataframe(
+                headers=DETECTOR_COLUMNS, label="Face detectors: faces found before and after", interactive=False
+            )
+            recogniser_table = gr.Dataframe(
+                headers=RECOGNISER_COLUMNS,
+                label="Face recognisers: is the protected face still the same person?",
+                interactive=False,
+            )
+            with gr.Accordion("Details: settings, image quality, notices", open=False):
+                summary = gr.Markdown(elem_id="summary")
+            with gr.Accordion("What each detector saw (click a picture to open it)", open=False):
+                gallery = gr.Gallery(
+                    label="Boxes before (green) and after (red)", columns=4, format="png", height="auto", preview=False
+                )
+            gr.Markdown(VERDICT_HELP, elem_classes="fs-help")
+    method.change(method_controls, method, [eps, strength], api_name=False)
+    button.click(
+        protect,
+        [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
+        [slider, perturbation, download, gallery, detector_table, recogniser_table, summary, verdict],
+        api_name="protect",
+        concurrency_limit=settings.CONCURRENCY_LIMIT,
+        concurrency_id=HEAVY,
+        preprocess=False,
+    )
+
+
+def compare_page() -> None:
+    gr.Markdown(
+        "One photo, several protections, one after another: how much each hides from the detectors "
+        "and recognisers, against how visible it is (PSNR: higher is less visible)."
+    )
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
+            methods = gr.CheckboxGroup(
+                [(f"{cls.title} ({key})", key) for key, cls in METHODS.items()],
+                value=list(compare.FAST_METHODS),
+                label="Protections (the ticked ones are fast; the others take up to a minute each)",
+            )
+            button = gr.Button("Compare", variant="primary")
+            example_inputs(image)
+        with gr.Column(scale=2, min_width=300):
+            table = gr.Dataframe(headers=compare.COLUMNS, label="Each protection, judged", interactive=False)
+            plot = gr.Plot(label="Privacy against visibility")
+            crops = gr.Gallery(
+                label="The faces after each protection", columns=6, format="png", height="auto", preview=False
+            )
+            notes = gr.Markdown()
+    button.click(
+        compare_protections,
+        [image, methods],
+        [table, plot, crops, notes],
+        api_name="compare",
+        concurrency_limit=settings.CONCURRENCY_LIMIT,
+        concurrency_id=HEAVY,
+        preprocess=False,
+    )
+
+
+def lab_page() -> None:
+    gr.Markdown(
+        "Step through an attack one iteration at a time: how the models' confidence falls "
+        "while the perturbation grows, and what the budget buys."
+    )
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            lab_image = gr.Image(label="Photo", type="filepath", format="png")
+            lab_method = gr.Radio(
+                [("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
+                value="detector-pgd",
+                label="Attack",
+            )
+            lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
+            lab_steps = knob_slider("lab_steps", 5, 40, "Iterations")
+            lab_button = gr.Button("Run the attack", variant="primary")
+            sweep_button = gr.Button("Sweep the budget (2-16)")
+            example_inputs(lab_image)
+        with gr.Column(scale=2, min_width=300):
+            lab_step = gr.Slider(0, 1, value=0, step=1, label="Iteration", interactive=True)
+            lab_caption = gr.Markdown()
+            with gr.Row():
+                lab_view = gr.Image(label="Photo at this iteration", format="png", interactive=False, min_width=240)
+                lab_amplified = gr.Gallery(
+                    label="Perturbation, amplified", columns=3, format="png", height="auto", min_width=240
+                )
+            lab_plot = gr.Plot(label="Loss and model scores per iteration")
+            sweep_plot = gr.Plot(label="Budget sweep")
+            sweep_table = gr.Dataframe(
+                headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"], interactive=False
+            )
+    lab_trace = gr.State(None, time_to_live=settings.STATE_TTL)  # thumbnails, dropped when idle
+    lab_button.click(
+        lab_attack,
+        [lab_image, lab_method, lab_eps, lab_steps],
+        [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
+        api_name="lab",
+        concurrency_limit=settings.CONCURRENCY_LIMIT,
+        concurrency_id=HEAVY,
+        preprocess=False,
+    )
+    lab_step.release(
+        show_iteration,
+        [lab_trace, lab_step],
+        [lab_view, lab_amplified, lab_plot, lab_caption],
+        api_name=False,
+        preprocess=False,
+    )
+    sweep_button.click(
+        lab_sweep,
+        [lab_image, lab_method, lab_steps],
+        [sweep_plot, sweep_table],
+        api_name="sweep",
+        concurrency_limit=settings.CONCURRENCY_LIMIT,
+        concurrency_id=HEAVY,
+        preprocess=False,
+    )
+
+
+def models_page() -> None:
+    gr.Markdown(
+        "Every model FaceShield judges with. White-box models are the ones a protection can attack "
+        "(it sees their gradients); black-box judges are never attacked and stand for a stranger's model."
+    )
+    gr.Dataframe(value=model_rows, headers=MODEL_COLUMNS, interactive=False, wrap=True, label="Models")
 
 
 def create_demo() -> gr.Blocks:
     with gr.Blocks(title="FaceShield", delete_cache=(600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
-        with gr.Row():
-            with gr.Column(scale=1):
-                image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
-                method = gr.Dropdown(
-                    [(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd", label="Protection"
-                )
-                eps = knob_slider(
-                    "eps",
-                    1,
-                    8,
-                    "Strength: max change per pixel, in grey levels of 255 "
-                    "(RMS change over the faces with the L2 budget)",
-                )
-                strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
-                with gr.Accordion("Advanced options", open=False):
-                    steps = knob_slider("steps", 10, 80, "Maximum iterations")
-                    whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
-                    slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
-                    gr.Markdown("**Identity mask (TIP-IM)**")
-                    mode = gr.Radio(
-                        [
-                            ("Dodging: just do not match", "dodging"),
-                            ("Targeted: look like a target identity", "targeted"),
-                        ],
-                        value="dodging",
-                        label="Identity goal",
-                    )
-                    targets = gr.File(
-                        label="Target identities (photos; default: built-in faces of example photos)",
-                        file_count="multiple",
-                        file_types=["image"],
-                        type="filepath",
-                    )
-                    robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
-                    norm = gr.Radio(
-                        [("Max change per pixel (L-inf)", "linf"), ("Average (RMS) change over the faces (L2)", "l2")],
-                        value="linf",
-                        label="What the strength bounds",
-                    )
-                    reference = gr.Image(
-                        label="Optional: another photo of the same person", type="filepath", format="png"
-                    )
-                button = gr.Button("Protect", variant="primary")
-                gr.Examples([[str(p)] for p in example_photos().values()], inputs=[image])
-            with gr.Column(scale=2):
-                slider = gr.ImageSlider(label="Original | protected", format="png", type="numpy")
-                summary = gr.Markdown()
-                with gr.Row():
-                    perturbation = gr.Image(label="Perturbation (amplified)", format="png", interactive=False)
-                    download = gr.File(label="Download protected PNG (no EXIF/GPS)")
-        with gr.Tab("Detectors"):
-            detector_table = gr.Dataframe(
-                headers=DETECTOR_COLUMNS, label="What each face detector finds", interactive=False, wrap=True
-            )
-            gallery = gr.Gallery(label="Boxes before (green) and after (red)", columns=4, format="png", height="auto")
-        with gr.Tab("Recognisers"):
-            recogniser_table = gr.Dataframe(
-                headers=RECOGNISER_COLUMNS,
-                interactive=False,
-                wrap=True,
-                label="Identity match: original face vs protected face (and a reference photo)",
-            )
-        with gr.Tab("Attack lab"):
-            gr.Markdown(
-                "Step through an attack one iteration at a time: how the models' confidence falls "
-                "while the perturbation grows, and what the budget buys."
-            )
-            with gr.Row():
-                with gr.Column(scale=1):
-                    lab_image = gr.Image(label="Photo", type="filepath", format="png")
-                    lab_method = gr.Radio(
-                        [("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
-                        value="detector-pgd",
-                        label="Attack",
-                    )
-                    lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
-                    lab_steps = knob_slider("lab_steps", 5, 40, "Iterations")
-                    lab_button = gr.Button("Run the attack", variant="primary")
-                    sweep_button = gr.Button("Sweep the budget (2-16)")
-                    gr.Examples([[str(p)] for p in example_photos().values()], inputs=[lab_image])
-                with gr.Column(scale=2):
-                    lab_step = gr.Slider(0, 1, value=0, step=1, label="Iteration", interactive=True)
-                    lab_caption = gr.Markdown()
-                    with gr.Row():
-                        lab_view = gr.Image(label="Photo at this iteration", format="png", interactive=False)
-                        lab_amplified = gr.Gallery(
-                            label="Perturbation, amplified", columns=3, format="png", height="auto"
-                        )
-                    lab_plot = gr.Plot(label="Loss and model scores per iteration")
-                    sweep_plot = gr.Plot(label="Budget sweep")
-                    sweep_table = gr.Dataframe(
-                        headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"], interactive=False
-                    )
-            lab_trace = gr.State(None, time_to_live=settings.STATE_TTL)  # thumbnails, dropped when idle
-            lab_button.click(
-                lab_attack,
-                [lab_image, lab_method, lab_eps, lab_steps],
-                [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
-                api_name="lab",
-                concurrency_limit=settings.CONCURRENCY_LIMIT,
-                concurrency_id=HEAVY,
-                preprocess=False,
-            )
-            lab_step.release(
-                show_iteration,
-                [lab_trace, lab_step],
-                [lab_view, lab_amplified, lab_plot, lab_caption],
-                api_name=False,
-                preprocess=False,
-            )
-            sweep_button.click(
-                lab_sweep,
-                [lab_image, lab_method, lab_steps],
-                [sweep_plot, sweep_table],
-                api_name="sweep",
-                concurrency_limit=settings.CONCURRENCY_LIMIT,
-                concurrency_id=HEAVY,
-                preprocess=False,
-            )
-        with gr.Tab("Models"):
-            gr.Dataframe(
-                value=model_table,
-                headers=["model", "kind", "available", "source", "licence"],
-                interactive=False,
-                wrap=True,
-            )
-        method.change(method_controls, method, [eps, strength], api_name=False)
-        button.click(
-            protect,
-            [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
-            [slider, perturbation, download, gallery, detector_table, recogniser_table, summary],
-            api_name="protect",
-            concurrency_limit=settings.CONCURRENCY_LIMIT,
-            concurrency_id=HEAVY,
-            preprocess=False,
-        )
+        with gr.Tabs():
+            with gr.Tab("Protect", id="protect"):
+                protect_page()
+            with gr.Tab("Compare", id="compare"):
+                compare_page()
+            with gr.Tab("Attack lab", id="lab"):
+                lab_page()
+            with gr.Tab("Models", id="models"):
+                models_page()
     return demo
 
 

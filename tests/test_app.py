@@ -16,7 +16,7 @@ def test_protect_through_the_api(client, tmp_path):
     from faceshield.examples import example_photos
 
     out = _call(client, example_photos()["astronaut"])
-    slider, perturbation, download, gallery, detectors, recognisers, summary = out
+    slider, perturbation, download, gallery, detectors, recognisers, summary, verdict = out
     png = Image.open(download if isinstance(download, str) else download["path"])
     assert png.format == "PNG" and not png.getexif()
     assert len(models.load("mtcnn").detect(np.asarray(png.convert("RGB")))) == 0
@@ -26,9 +26,13 @@ def test_protect_through_the_api(client, tmp_path):
     assert haar[1] == "judge (never attacked)"
     assert any(row[0] == "dlib ResNet" and row[1] == "judge (never attacked)" for row in recognisers["data"])
     assert "PSNR" in summary and len(gallery) >= 6
-    # the verdict leads with the never-attacked judges, then the attacked models
-    first = summary.splitlines()[0]
-    assert first.index("Never-attacked judges") < first.index("Attacked models: hidden from 1 of 1 detectors")
+    # the verdict banner counts the same rows: MTCNN (attacked) hidden, the judges apart
+    found = [row for row in detectors["data"] if isinstance(row[2], int) and row[2] > 0]
+    hidden = [row for row in found if row[4] == f"{row[2]}/{row[2]}"]
+    judges = [row for row in found if row[1] == "judge (never attacked)"]
+    judges_hidden = [row for row in hidden if row[1] == "judge (never attacked)"]
+    assert f"Hidden from {len(hidden)} of {len(found)} detectors" in verdict
+    assert f"({len(judges_hidden)} of {len(judges)} never attacked)" in verdict
 
 
 def test_bad_file_gives_a_clear_error(client, tmp_path):

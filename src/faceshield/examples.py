@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -11,16 +12,43 @@ def _package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
 
 
-def example_photos() -> dict[str, Path]:
-    """{name: path} for scikit-image's astronaut and ultralytics' bus and zidane, where installed."""
-    found = {}
-    skimage_dir, ultra_dir = _package_dir("skimage"), _package_dir("ultralytics")
-    candidates = {
-        "astronaut": skimage_dir and skimage_dir / "data" / "astronaut.png",
-        "bus": ultra_dir and ultra_dir / "assets" / "bus.jpg",
-        "zidane": ultra_dir and ultra_dir / "assets" / "zidane.jpg",
-    }
-    for name, path in candidates.items():
-        if path and path.is_file():
-            found[name] = path
+@dataclass(frozen=True)
+class Example:
+    name: str
+    label: str  # what the page shows: the kind of photo, the file, where it comes from, its licence
+    path: Path
+
+
+# name -> (package, path inside it, label); a frontal portrait, two people, a group
+_SOURCES = {
+    "astronaut": (
+        "skimage",
+        "data/astronaut.png",
+        "Frontal portrait: astronaut.png (NASA photo of Eileen Collins, public domain; ships with scikit-image)",
+    ),
+    "zidane": (
+        "ultralytics",
+        "assets/zidane.jpg",
+        "Two people: zidane.jpg (ships with ultralytics, AGPL-3.0)",
+    ),
+    "bus": (
+        "ultralytics",
+        "assets/bus.jpg",
+        "Group in a street: bus.jpg (ships with ultralytics, AGPL-3.0)",
+    ),
+}
+
+
+def examples() -> list[Example]:
+    """The labelled example photos that are installed, in page order (portrait, two people, group)."""
+    found = []
+    for name, (package, inside, label) in _SOURCES.items():
+        root = _package_dir(package)
+        if root and (root / inside).is_file():
+            found.append(Example(name, label, root / inside))
     return found
+
+
+def example_photos() -> dict[str, Path]:
+    """{name: path} for scikit-image's astronaut and ultralytics' zidane and bus, where installed."""
+    return {e.name: e.path for e in examples()}
