@@ -43,6 +43,13 @@ def _label(method: str, options: dict) -> str:
     extra += [f"margin {options['margin']:g}"] if options.get("margin") is not None else []
     extra += [f"model dropout {options['model_dropout']:g}"] if options.get("model_dropout") else []
     extra += [f"{options['steps']} steps"] if options.get("steps") else []
+    known = {"attack", "mode", "robust", "eps", "norm", "parts", "margin", "model_dropout", "steps", "strength"}
+    known |= {"weights_path", "targets", "whole_image"}
+    extra += [
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in options.items()
+        if k not in known and v is not None
+    ]
     return f"{method} [{', '.join(extra)}]" if extra else method
 
 

@@ -97,6 +97,16 @@ def add_protection_options(p) -> None:
         help="tip-im: expectation over JPEG and down-scaling, to survive re-compression",
     )
     p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        type=_setting,
+        help="any other option of the protection's class, e.g. --set smoothing=0.02 (repeatable; "
+        "the options are the Args in each class's docstring under src/faceshield/protections/)",
+    )
+    p.add_argument(
         "--weights",
         metavar="FILE",
         help="generator, apf, ddm: a .safetensors file to use instead of the shipped one "
@@ -127,7 +137,22 @@ def protect_options(args) -> dict:
         options["parts"] = tuple(args.parts)
     if args.target:
         options["targets"] = [load_image(p).pixels for p in args.target]
+    options.update(dict(getattr(args, "settings", None) or []))
     return options
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """ "smoothing=0.02" -> ("smoothing", 0.02): the value as a Python literal, else a string."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected OPTION=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return key.strip().replace("-", "_"), parsed
 
 
 def cmd_protect(args) -> int:

@@ -164,6 +164,42 @@ class feature_dropout:
         return False
 
 
+class mid_features:
+    """Capture one intermediate feature map per model (a feature-level objective, as in FIA /
+    ILA-style transfer attacks): the output of the convolution at `depth` (0-1) through each
+    model's torch network, in the order the convolutions were registered. After a forward pass
+    of model i, `self.last[i]` holds its feature map (with its graph).
+
+        with mid_features(recognisers, 0.5) as mid:
+            rec.embed_tensor(x, lm); f = mid.last[0]
+    """
+
+    def __init__(self, models, depth: float = 0.5):
+        self.models, self.depth, self.handles, self.last = models, depth, [], {}
+
+    def __enter__(self):
+        import torch
+
+        for i, model in enumerate(self.models):
+            convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
+            if not convs:
+                continue
+            layer = convs[min(len(convs) - 1, int(self.depth * len(convs)))]
+
+            def hook(module, inputs, output, i=i):
+                self.last[i] = output
+
+            self.handles.append(layer.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.last.clear()
+        return False
+
+
 # Bounded compute: a request runs its attacks inside `stop_when(event, seconds)`; every
 # iterative loop calls check_stop() once per step. A cancelled request (the event is set)
 # ends the loop with Cancelled; a request past its deadline keeps the best result so far

@@ -39,6 +39,7 @@ from faceshield.protections.base import (
     feature_dropout,
     l2_round,
     l2_step,
+    mid_features,
     momentum_step,
     region_mask,
     to_uint8,
@@ -71,6 +72,14 @@ class TIPIM:
         model_dropout: model augmentation for transfer to unseen recognisers: dropout with this
             probability on every convolution output of the attacked recognisers during the
             attack steps (DFANet, Zhong and Deng 2020; 0 switches it off).
+        feature_weight: weight of a feature-level objective (0 switches it off): each attacked
+            recogniser's intermediate feature map (the convolution at `feature_depth` of its
+            depth) is pushed away from the clean face's, relative to its size; intermediate
+            features are shared across networks more than embeddings are.
+        feature_depth: where that feature map is taken (0-1 through the network, default 0.5).
+        smoothing: translation-invariant gradients (TI, Dong et al. 2019): each step's gradient
+            is blurred with a Gaussian of this std x the face size (0 switches it off), which
+            favours the smoother masks that transfer to other recognisers.
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -106,12 +115,16 @@ class TIPIM:
         seed: int = 0,
         norm: str = "linf",
         model_dropout: float = 0.0,
+        smoothing: float = 0.0,
+        feature_weight: float = 0.0,
+        feature_depth: float = 0.5,
     ):
         if mode not in ("dodging", "targeted"):
             raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
-        self.norm, self.model_dropout = norm, model_dropout
+        self.norm, self.model_dropout, self.smoothing = norm, model_dropout, smoothing
+        self.feature_weight, self.feature_depth = feature_weight, feature_depth
         self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
         self.attack, self.mode, self.target_photos = tuple(attack), mode, targets
         self.margin, self.mmd_weight, self.robust = margin, mmd_weight, robust
@@ -151,6 +164,7 @@ class TIPIM:
                     "protected in dodging mode instead."
                 )
         clean_patches = _patches(x0 / 255.0, mask)
+        face_size = float(np.median(np.max(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
         radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
         delta = torch.zeros_like(x0, requires_grad=True)
         grad_avg = torch.zeros_like(x0)
@@ -161,12 +175,26 @@ class TIPIM:
                 notices.append(late)
                 break
             x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
-            id_loss = x.new_zeros(())
+            id_loss, feature_loss = x.new_zeros(()), x.new_zeros(())
             for i, face in enumerate(clean):
-                with feature_dropout(recs, self.model_dropout, generator):
-                    embs = [
-                        rec.embed_tensor(x, self._jitter(lm, faces.boxes[i], generator) * scale) for rec, lm, _ in face
-                    ]
+                lms = [self._jitter(lm, faces.boxes[i], generator) * scale for _, lm, _ in face]
+                if self.feature_weight:  # the clean face's feature maps, seen the same way
+                    x_clean = F.interpolate(x0 / 255.0, size=x.shape[2:], mode="bilinear") if scale != 1 else x0 / 255.0
+                    with torch.no_grad(), mid_features(recs, self.feature_depth) as mid:
+                        clean_maps = [
+                            (rec.embed_tensor(x_clean, lm), mid.last.get(k))[1]
+                            for k, ((rec, _, _), lm) in enumerate(zip(face, lms))
+                        ]
+                with (
+                    feature_dropout(recs, self.model_dropout, generator),
+                    mid_features(recs, self.feature_depth) as mid,
+                ):
+                    embs = []
+                    for k, ((rec, _, _), lm) in enumerate(zip(face, lms)):
+                        embs.append(rec.embed_tensor(x, lm))
+                        if self.feature_weight and clean_maps[k] is not None:
+                            f, f0 = mid.last[k], clean_maps[k]
+                            feature_loss = feature_loss - (f - f0).norm() / f0.norm().clamp_min(1e-6)
                 id_loss = id_loss + sum(rec.dodge_loss(e, e0, self.margin) for (rec, _, e0), e in zip(face, embs))
                 if candidates:
                     losses = torch.stack(
@@ -181,7 +209,7 @@ class TIPIM:
                     if step % self.insert_every == 0:
                         _greedy_insert(chosen[i], losses.detach())
                     id_loss = id_loss + _softmin(losses[chosen[i]])
-            loss = id_loss
+            loss = id_loss + self.feature_weight * feature_loss
             if self.mmd_weight:
                 loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, mask), clean_patches)
             steps_done = step + 1
@@ -200,6 +228,8 @@ class TIPIM:
                     break
                 extra -= 1
             (grad,) = torch.autograd.grad(loss, delta)
+            if self.smoothing:
+                grad = _blur(grad, self.smoothing * face_size)
             if self.norm == "l2":
                 grad_avg = l2_step(delta, grad, grad_avg, x0, m, radius, self.step_size * radius / 8, self.momentum)
             else:
@@ -366,6 +396,19 @@ def _patches(x: torch.Tensor, mask: np.ndarray, size: int = 4, limit: int = 2048
     if len(patches) > limit:
         patches = patches[torch.linspace(0, len(patches) - 1, limit).long()]
     return patches
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (1, C, H, W) tensor, std `sigma` px (kernel to 3 sigma)."""
+    if sigma < 0.3:
+        return x
+    radius = int(np.ceil(3 * sigma))
+    k = torch.exp(-(torch.arange(-radius, radius + 1, dtype=x.dtype) ** 2) / (2 * sigma**2))
+    k = (k / k.sum()).repeat(x.shape[1], 1, 1)
+    rows = F.conv1d(x.permute(0, 3, 1, 2).reshape(-1, x.shape[1], x.shape[2]), k, padding=radius, groups=x.shape[1])
+    x = rows.reshape(x.shape[0], x.shape[3], x.shape[1], x.shape[2]).permute(0, 2, 3, 1)
+    cols = F.conv1d(x.permute(0, 2, 1, 3).reshape(-1, x.shape[1], x.shape[3]), k, padding=radius, groups=x.shape[1])
+    return cols.reshape(x.shape[0], x.shape[2], x.shape[1], x.shape[3]).permute(0, 2, 1, 3)
 
 
 def _mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
