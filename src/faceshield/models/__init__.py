@@ -50,6 +50,9 @@ class ModelSpec:
     slow: bool = False  # judged on demand only, and on a downscaled copy
     twin: str | None = None  # key of the port with the same weights (attacking it = white-box here)
     hub_only: bool = False  # weights exist only on the Hugging Face Hub (unavailable offline)
+    # differentiable, but kept out of the default white-box ensemble (names(differentiable=True),
+    # which TIP-IM attacks unless told otherwise): attacked only when named, a judge otherwise
+    held_out: bool = False
 
 
 def _mtcnn():
@@ -110,6 +113,12 @@ def _lightcnn():
     from faceshield.models.lightcnn import LightCNNRecogniser
 
     return LightCNNRecogniser()
+
+
+def _facelib_mobilenet():
+    from faceshield.models.facelib_mobilenet import FacelibMobileNetRecogniser
+
+    return FacelibMobileNetRecogniser()
 
 
 def _openface():
@@ -262,6 +271,16 @@ REGISTRY: dict[str, ModelSpec] = {
             differentiable=True,
         ),
         ModelSpec(
+            "facelib-mobilenet",
+            "recogniser",
+            _facelib_mobilenet,
+            "package facelib==1.0 (facerec/feature_extraction/data/mobilenet_fp32.tflite), read with tflite",
+            "MIT (facelib code and weights); trained on MS1M-ArcFace, derived from Microsoft's MS-Celeb-1M,"
+            " which was released for non-commercial research only and withdrawn in 2019",
+            differentiable=True,
+            held_out=True,
+        ),
+        ModelSpec(
             "openface",
             "recogniser",
             _openface,
@@ -324,12 +343,14 @@ def load(key: str) -> Detector | Recogniser:
 
 
 def names(kind: str | None = None, differentiable: bool | None = None, slow: bool | None = None) -> list[str]:
-    """Registry keys filtered by kind / differentiability / slowness."""
+    """Registry keys filtered by kind / differentiability / slowness. differentiable=True is the
+    default white-box ensemble and False the models no protection can attack: held-out models
+    (differentiable, attacked only when named) are in neither, only in the unfiltered lists."""
     return [
         k
         for k, s in REGISTRY.items()
         if (kind is None or s.kind == kind)
-        and (differentiable is None or s.differentiable == differentiable)
+        and (differentiable is None or (s.differentiable == differentiable and not s.held_out))
         and (slow is None or s.slow == slow)
     ]
 

@@ -4,8 +4,9 @@ The .tflite flatbuffer is read with the `tflite` package (generated flatbuffers 
 TensorFlow). Constant tensors (float32, or float16 behind DEQUANTIZE ops) become float32
 buffers; the operators are executed in file order. 4-D activations are kept NCHW, so convolution
 kernels are transposed once at load; RESHAPE goes back to TFLite's NHWC order first, because
-the graph's reshapes flatten NHWC memory. Only the operators BlazeFace uses are implemented:
-any other one is refused when the graph is loaded, not silently mis-run.
+the graph's reshapes flatten NHWC memory. Only the operators BlazeFace and facelib's MobileNet
+recogniser use are implemented: any other one is refused when the graph is loaded, not
+silently mis-run.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class TFLiteGraph(torch.nn.Module):
         "CONCATENATION",
         "RESIZE_BILINEAR",
         "DEQUANTIZE",
+        "SUB",
+        "MUL",
+        "MEAN",
+        "FULLY_CONNECTED",
     }
 
     def __init__(self, data: bytes):
@@ -114,8 +119,21 @@ class TFLiteGraph(torch.nn.Module):
                     act=o.FusedActivationFunction(),
                     dil=(o.DilationHFactor(), o.DilationWFactor()),
                 )
-            elif kind == "ADD":
-                spec = dict(act=_options(op, "AddOptions").FusedActivationFunction())
+            elif kind in ("ADD", "SUB", "MUL"):
+                spec = dict(act=_options(op, kind.title() + "Options").FusedActivationFunction())
+            elif kind == "MEAN":
+                axes = consts[ins[1]].reshape(-1).tolist()
+                spec = dict(axes=axes, keep=bool(_options(op, "ReducerOptions").KeepDims()))
+            elif kind == "FULLY_CONNECTED":
+                o = _options(op, "FullyConnectedOptions")
+                if o.WeightsFormat() != 0 or o.KeepNumDims():
+                    raise NotImplementedError("shuffled weights or kept dimensions in FULLY_CONNECTED")
+                self.params[f"w{k}"] = torch.nn.Parameter(torch.from_numpy(consts[ins[1]].astype(np.float32)), False)
+                if len(ins) > 2 and ins[2] >= 0:
+                    self.params[f"b{k}"] = torch.nn.Parameter(
+                        torch.from_numpy(consts[ins[2]].astype(np.float32)), False
+                    )
+                spec = dict(act=o.FusedActivationFunction())
             elif kind == "MAX_POOL_2D":
                 o = _options(op, "Pool2DOptions")
                 spec = dict(
@@ -136,7 +154,8 @@ class TFLiteGraph(torch.nn.Module):
                 if not o.HalfPixelCenters() and not o.AlignCorners():
                     raise NotImplementedError("legacy (asymmetric) bilinear resize")
                 spec = dict(size=consts[ins[1]].tolist(), align=bool(o.AlignCorners()))
-            self.ops.append((k, kind, [i for i in ins if i not in consts or kind in ("ADD",)], outs, spec))
+            elementwise = kind in ("ADD", "SUB", "MUL")
+            self.ops.append((k, kind, [i for i in ins if i not in consts or elementwise], outs, spec))
         for i in {i for op in self.ops for i in op[2] if i in consts}:  # e.g. a constant ADD term
             self.register_buffer(f"c{i}", torch.from_numpy(consts[i].astype(np.float32)), persistent=False)
         self.inputs = list(graph.InputsAsNumpy())
@@ -159,8 +178,20 @@ class TFLiteGraph(torch.nn.Module):
                     a = F.pad(a, (left, right, top, bottom))
                 groups = a.shape[1] if kind == "DEPTHWISE_CONV_2D" else 1
                 y = _activation(F.conv2d(a, w, b, s["stride"], 0, s["dil"], groups), s["act"])
-            elif kind == "ADD":
-                y = _activation(a + self._value(env, ins[1]), s["act"])
+            elif kind in ("ADD", "SUB", "MUL"):
+                b = self._value(env, ins[1])
+                if a.dim() == 4 and b.dim() == 1:  # a per-channel constant, NHWC-broadcast in TFLite
+                    b = b.view(1, -1, 1, 1)
+                y = a + b if kind == "ADD" else a - b if kind == "SUB" else a * b
+                y = _activation(y, s["act"])
+            elif kind == "MEAN":
+                if a.dim() == 4 and sorted(s["axes"]) != [1, 2]:
+                    raise NotImplementedError(f"MEAN over NHWC axes {s['axes']}")
+                y = a.mean(dim=(2, 3) if a.dim() == 4 else s["axes"], keepdim=s["keep"])  # H, W in NCHW
+            elif kind == "FULLY_CONNECTED":
+                w, b = self.params[f"w{k}"], self.params[f"b{k}"] if f"b{k}" in self.params else None
+                flat = a.permute(0, 2, 3, 1) if a.dim() == 4 else a  # TFLite flattens NHWC memory
+                y = _activation(F.linear(flat.reshape(flat.shape[0], -1), w, b), s["act"])
             elif kind == "RELU":
                 y = F.relu(a)
             elif kind == "PAD":  # paddings are (N, H, W, C) pairs; F.pad wants last dim first
