@@ -50,9 +50,9 @@ MODES = ("dodging", "targeted")
 NORMS = ("linf", "l2")
 
 
-def knob_slider(key: str, step: float, value: float, label: str) -> gr.Slider:
+def knob_slider(key: str, step: float, value: float, label: str, **options) -> gr.Slider:
     """A slider spanning the bounds settings.KNOBS[key] accepts."""
-    return gr.Slider(KNOBS[key].low, KNOBS[key].high, value=value, step=step, label=label)
+    return gr.Slider(KNOBS[key].low, KNOBS[key].high, value=value, step=step, label=label, **options)
 
 
 # The events that do work run with preprocess=False, so every input reaches its callback raw
@@ -473,19 +473,29 @@ def protect_page() -> None:
             verdict = gr.HTML(elem_id="verdict")
             with gr.Row():
                 slider = gr.ImageSlider(
-                    label="The faces: original | protected", format="png", type="numpy", min_width=240
+                    label="The faces: original | protected", format="png", type="numpy", min_width=240, height=360
                 )
                 perturbation = gr.Image(
-                    label="What changed (amplified)", format="png", interactive=False, min_width=240
+                    label="What changed (amplified)", format="png", interactive=False, min_width=240, height=360
                 )
             download = gr.File(label="Download the protected photo (PNG, no EXIF/GPS)")
             detector_table = gr.Dataframe(
-                headers=DETECTOR_COLUMNS, label="Face detectors: faces found before and after", interactive=False
+                headers=DETECTOR_COLUMNS,
+                label="Face detectors: faces found before and after",
+                interactive=False,
+                wrap=True,
+                column_widths=["32%", "24%", "14%", "14%", "16%"],
+                max_height=900,
+                elem_id="detector-table",
             )
             recogniser_table = gr.Dataframe(
                 headers=RECOGNISER_COLUMNS,
                 label="Face recognisers: is the protected face still the same person?",
                 interactive=False,
+                wrap=True,
+                column_widths=["28%", "22%", "8%", "14%", "12%", "16%"],
+                max_height=900,
+                elem_id="recogniser-table",
             )
             with gr.Accordion("Details: settings, image quality, notices", open=False):
                 summary = gr.Markdown(elem_id="summary")
@@ -522,10 +532,21 @@ def compare_page() -> None:
             button = gr.Button("Compare", variant="primary")
             example_inputs(image)
         with gr.Column(scale=2, min_width=300):
-            table = gr.Dataframe(headers=compare.COLUMNS, label="Each protection, judged", interactive=False)
-            plot = gr.Plot(label="Privacy against visibility")
+            table = gr.Dataframe(
+                headers=compare.COLUMNS,
+                label="Each protection, judged",
+                interactive=False,
+                wrap=True,
+                elem_id="compare-table",
+            )
+            plot = gr.Plot(label="Privacy against visibility", elem_id="compare-plot")
             crops = gr.Gallery(
-                label="The faces after each protection", columns=6, format="png", height="auto", preview=False
+                label="The faces after each protection",
+                columns=6,
+                format="png",
+                height="auto",
+                preview=False,
+                elem_id="compare-crops",
             )
             notes = gr.Markdown()
     button.click(
@@ -553,7 +574,7 @@ def lab_page() -> None:
                 label="Attack",
             )
             lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
-            lab_steps = knob_slider("lab_steps", 5, 40, "Iterations")
+            lab_steps = knob_slider("lab_steps", 5, 40, "Iterations", elem_id="lab-steps")
             lab_button = gr.Button("Run the attack", variant="primary")
             sweep_button = gr.Button("Sweep the budget (2-16)")
             example_inputs(lab_image)
@@ -610,13 +631,13 @@ def create_demo() -> gr.Blocks:
     with gr.Blocks(title="FaceShield", delete_cache=(600, 3600)) as demo:
         gr.Markdown(DESCRIPTION)
         with gr.Tabs():
-            with gr.Tab("Protect", id="protect"):
+            with gr.Tab("Protect", id="protect", elem_id="protect-page"):
                 protect_page()
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab("Compare", id="compare", elem_id="compare-page"):
                 compare_page()
-            with gr.Tab("Attack lab", id="lab"):
+            with gr.Tab("Attack lab", id="lab", elem_id="lab-page"):
                 lab_page()
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models", elem_id="models-page"):
                 models_page()
     return demo
 

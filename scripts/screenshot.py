@@ -1,9 +1,11 @@
-"""Screenshots of the app after protecting the astronaut example, from a real headless Chromium.
+"""Screenshots of the app from a real headless Chromium, on the astronaut example.
 
-    python scripts/screenshot.py                      -> docs/screenshot.png (detector-pgd)
-    python scripts/screenshot.py --all                -> also docs/screenshot-<method>.png for every method
-    python scripts/screenshot.py --only apf ddm       -> just those methods' pages
-    python scripts/screenshot.py --lab                -> docs/screenshot-lab.png (the Attack lab)
+    python scripts/screenshot.py                 -> docs/screenshot.png (Protect with detector-pgd: the verdict
+                                                    first), docs/screenshot-compare.png (Compare),
+                                                    docs/screenshot-phone.png (Protect at 390 px wide)
+    python scripts/screenshot.py --all           -> also docs/screenshot-<method>.png for every method and the lab
+    python scripts/screenshot.py --only apf ddm  -> just those methods' Protect pages
+    python scripts/screenshot.py --lab           -> docs/screenshot-lab.png (the Attack lab)
 (needs: apt-get install chromium; pip install playwright)
 """
 
@@ -18,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 import app  # noqa: E402
-from faceshield.protections import METHODS  # noqa: E402
+from faceshield.protections import METHODS, build  # noqa: E402
+from faceshield.service import ProtectionUnavailable, check_weights  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -30,39 +33,66 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+# The Compare screenshot: an attack (its attacked and never-attacked models apart) beside the
+# fast protections; the generator too when its weights load here.
+COMPARED = ("detector-pgd", "generator", "blur", "pixelate", "mask", "noise")
+PANELS = {"Protect": "#protect-page", "Compare": "#compare-page", "Attack lab": "#lab-page"}
 
 
-def shoot(browser, method: str, out: Path, tab: str = "Detectors") -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def _open(browser, tab: str, width: int = 1400, height: int = 1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(app.demo.local_url)
-    page.locator(".gallery-item, button.gallery").first.click()  # the astronaut example
+    page.get_by_role("tab", name=tab).click()
+    panel = page.locator(PANELS[tab])
+    panel.wait_for(state="visible")
+    panel.get_by_role("button", name=re.compile("^Frontal portrait")).click()  # the astronaut example
     page.wait_for_timeout(3000)  # the example loads into the Photo input asynchronously
+    return page, panel
+
+
+def _save(page, out: Path) -> None:
+    page.screenshot(path=str(out), full_page=True)
+    page.close()
+    print(f"wrote {out}")
+
+
+def shoot(browser, method: str, out: Path, width: int = 1400) -> None:
+    page, panel = _open(browser, "Protect", width=width, height=1000 if width > 600 else 844)
     if method != "detector-pgd":
         page.get_by_label("Protection").click()
         page.get_by_role("option", name=METHODS[method].title).click()
-    page.get_by_role("button", name="Protect").click()
-    page.get_by_text("face(s) protected").wait_for(timeout=180_000)
-    page.get_by_role("tab", name=tab).click()
+    panel.get_by_role("button", name="Protect").click()
+    panel.locator(".fs-verdict").or_(page.get_by_text("is not available here")).first.wait_for(timeout=300_000)
     page.wait_for_timeout(1500)
-    page.screenshot(path=str(out), full_page=True)
-    page.close()
-    print(f"wrote {out}")
+    _save(page, out)
+
+
+def _usable(method: str) -> bool:
+    try:
+        check_weights(build(method))
+        return True
+    except ProtectionUnavailable:
+        return False
+
+
+def shoot_compare(browser, out: Path) -> None:
+    page, panel = _open(browser, "Compare", height=1100)
+    chosen = [key for key in COMPARED if _usable(key)]
+    for key in METHODS:
+        panel.get_by_label(re.compile(rf"\({re.escape(key)}\)$")).set_checked(key in chosen)
+    panel.get_by_role("button", name="Compare").click()
+    panel.locator("#compare-table [role=row]").nth(len(chosen)).wait_for(timeout=600_000)  # header + a row each
+    panel.locator("#compare-plot img").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(3000)
+    _save(page, out)
 
 
 def shoot_lab(browser, out: Path) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(app.demo.local_url)
-    page.get_by_role("tab", name="Attack lab").click()
-    page.wait_for_timeout(1000)
-    # the Protect page (always visible) lists its 3 examples first; the lab's astronaut comes next
-    page.locator(".gallery-item:visible, button.gallery:visible").nth(3).click()
+    page, panel = _open(browser, "Attack lab", height=1100)
+    panel.get_by_role("button", name="Run the attack").click()
+    panel.get_by_text(re.compile(r"Iteration \d+ of \d+")).wait_for(timeout=300_000)  # the caption, when done
     page.wait_for_timeout(3000)
-    page.get_by_role("button", name="Run the attack").click()
-    page.get_by_text(re.compile(r"Iteration \d+ of \d+")).wait_for(timeout=300_000)  # the caption, when done
-    page.wait_for_timeout(3000)
-    page.screenshot(path=str(out), full_page=True)
-    page.close()
-    print(f"wrote {out}")
+    _save(page, out)
 
 
 def main() -> None:
@@ -73,10 +103,11 @@ def main() -> None:
             only = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else []
             if not only and "--lab" not in sys.argv:
                 shoot(browser, "detector-pgd", DOCS / "screenshot.png")
+                shoot_compare(browser, DOCS / "screenshot-compare.png")
+                shoot(browser, "blur", DOCS / "screenshot-phone.png", width=390)
             methods = [m for m in METHODS if m != "detector-pgd"] if "--all" in sys.argv else only
             for method in methods:
-                tab = "Detectors" if method in ("noise", "generator") else "Recognisers"
-                shoot(browser, method, DOCS / f"screenshot-{method}.png", tab)
+                shoot(browser, method, DOCS / f"screenshot-{method}.png")
             if "--lab" in sys.argv or "--all" in sys.argv:
                 shoot_lab(browser, DOCS / "screenshot-lab.png")
             browser.close()

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceshield import models
-from faceshield.images import load_image, thumbnail
+from faceshield.images import load_image
 from faceshield.protections import METHODS
 from faceshield.protections.base import check_stop
-from faceshield.service import ProtectionUnavailable, Tally, Verdict, protect_and_judge
+from faceshield.service import ProtectionUnavailable, Tally, Verdict, face_view, protect_and_judge
 from faceshield.settings import InputError
-from faceshield.visualize import crop, face_region
+from faceshield.visualize import face_region
 
 # One forward pass or a filter each (a second or two on a CPU); the iterative attacks take
 # tens of seconds each (README, docs/benchmarks.md).
@@ -136,7 +136,7 @@ def compare(
     pixels = loaded.pixels
     faces = models.find_faces(pixels)
     region = face_region(pixels.shape, faces.boxes)
-    comparison = Comparison(thumbnail(crop(pixels, region)), [], list(loaded.notices))
+    comparison = Comparison(face_view(pixels, region), [], list(loaded.notices))
     if not len(faces):
         comparison.notices.append("No face found: every protection leaves this photo unchanged.")
     before = None
@@ -157,7 +157,7 @@ def compare(
             continue
         before = {v.key: v.before for v in judged.evaluation.detectors}
         comparison.notices += [f"{method}: {n}" for n in judged.result.notices if not n.startswith("No face found")]
-        comparison.rows.append(Row(method, judged.verdict, thumbnail(crop(judged.result.pixels, region))))
+        comparison.rows.append(Row(method, judged.verdict, face_view(judged.result.pixels, region)))
     if on_progress is not None:
         on_progress(len(methods), len(methods), "done")
     return comparison

@@ -24,17 +24,17 @@ _SOURCES = {
     "astronaut": (
         "skimage",
         "data/astronaut.png",
-        "Frontal portrait: astronaut.png (NASA photo of Eileen Collins, public domain; ships with scikit-image)",
+        "Frontal portrait: astronaut.png (NASA, public domain; scikit-image)",
     ),
     "zidane": (
         "ultralytics",
         "assets/zidane.jpg",
-        "Two people: zidane.jpg (ships with ultralytics, AGPL-3.0)",
+        "Two people: zidane.jpg (ultralytics, AGPL-3.0)",
     ),
     "bus": (
         "ultralytics",
         "assets/bus.jpg",
-        "Group in a street: bus.jpg (ships with ultralytics, AGPL-3.0)",
+        "Group: bus.jpg (ultralytics, AGPL-3.0)",
     ),
 }
 

@@ -20,7 +20,7 @@ from faceshield.evaluation import DEFAULT_DETECTORS, Evaluation, evaluate
 from faceshield.images import load_image, save_png, thumbnail
 from faceshield.protections import METHODS, ProtectionResult, build
 from faceshield.settings import InputError
-from faceshield.visualize import amplified_perturbation, crop, draw_detections, face_region
+from faceshield.visualize import amplified_perturbation, crop, draw_detections, enlarge, face_region
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +378,9 @@ def protect_photo(
     return PageResult(
         loaded.pixels,
         result.pixels,
-        thumbnail(crop(loaded.pixels, region)),
-        thumbnail(crop(result.pixels, region)),
-        thumbnail(amplified_perturbation(crop(loaded.pixels, region), crop(result.pixels, region))),
+        face_view(loaded.pixels, region),
+        face_view(result.pixels, region),
+        face_view(amplified_perturbation(crop(loaded.pixels, region), crop(result.pixels, region))),
         gallery,
         det_rows,
         recogniser_table(ev, attacked, reference_given=ref_pixels is not None),
@@ -390,6 +390,11 @@ def protect_photo(
         judged.verdict,
         notices,
     )
+
+
+def face_view(pixels: np.ndarray, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The page's picture of a face region: cropped, then a thumbnail, or enlarged when tiny."""
+    return enlarge(thumbnail(crop(pixels, region) if region else pixels))
 
 
 def detector_rows(ev: Evaluation, attacked, detector_keys: list[str], slow_judges: bool) -> list[list]:
