@@ -416,6 +416,20 @@ def method_controls(key: str):
     )
 
 
+def heavy_event(button: gr.Button, handler, inputs: list, outputs: list, api_name: str) -> None:
+    """Wire a button to heavy work: the shared concurrency group (HEAVY) and raw inputs that the
+    callback checks itself (preprocess=False)."""
+    button.click(
+        handler,
+        inputs,
+        outputs,
+        api_name=api_name,
+        concurrency_limit=settings.CONCURRENCY_LIMIT,
+        concurrency_id=HEAVY,
+        preprocess=False,
+    )
+
+
 def example_inputs(component: gr.Image) -> gr.Examples:
     """The labelled example photos (portrait, two people, group) for one page's photo input."""
     shipped = examples()
@@ -505,14 +519,12 @@ def protect_page() -> None:
                 )
             gr.Markdown(VERDICT_HELP, elem_classes="fs-help")
     method.change(method_controls, method, [eps, strength], api_name=False)
-    button.click(
+    heavy_event(
+        button,
         protect,
         [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
         [slider, perturbation, download, gallery, detector_table, recogniser_table, summary, verdict],
-        api_name="protect",
-        concurrency_limit=settings.CONCURRENCY_LIMIT,
-        concurrency_id=HEAVY,
-        preprocess=False,
+        "protect",
     )
 
 
@@ -549,15 +561,7 @@ def compare_page() -> None:
                 elem_id="compare-crops",
             )
             notes = gr.Markdown()
-    button.click(
-        compare_protections,
-        [image, methods],
-        [table, plot, crops, notes],
-        api_name="compare",
-        concurrency_limit=settings.CONCURRENCY_LIMIT,
-        concurrency_id=HEAVY,
-        preprocess=False,
-    )
+    heavy_event(button, compare_protections, [image, methods], [table, plot, crops, notes], "compare")
 
 
 def lab_page() -> None:
@@ -592,14 +596,12 @@ def lab_page() -> None:
                 headers=["budget", "hidden?", "steps", "PSNR dB", "SSIM", "seconds"], interactive=False
             )
     lab_trace = gr.State(None, time_to_live=settings.STATE_TTL)  # thumbnails, dropped when idle
-    lab_button.click(
+    heavy_event(
+        lab_button,
         lab_attack,
         [lab_image, lab_method, lab_eps, lab_steps],
         [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
-        api_name="lab",
-        concurrency_limit=settings.CONCURRENCY_LIMIT,
-        concurrency_id=HEAVY,
-        preprocess=False,
+        "lab",
     )
     lab_step.release(
         show_iteration,
@@ -608,15 +610,7 @@ def lab_page() -> None:
         api_name=False,
         preprocess=False,
     )
-    sweep_button.click(
-        lab_sweep,
-        [lab_image, lab_method, lab_steps],
-        [sweep_plot, sweep_table],
-        api_name="sweep",
-        concurrency_limit=settings.CONCURRENCY_LIMIT,
-        concurrency_id=HEAVY,
-        preprocess=False,
-    )
+    heavy_event(sweep_button, lab_sweep, [lab_image, lab_method, lab_steps], [sweep_plot, sweep_table], "sweep")
 
 
 def models_page() -> None:

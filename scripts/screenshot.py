@@ -100,7 +100,11 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
-            only = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else []
+            only = (
+                [a for a in sys.argv[sys.argv.index("--only") + 1 :] if not a.startswith("--")]
+                if "--only" in sys.argv
+                else []
+            )
             if not only and "--lab" not in sys.argv:
                 shoot(browser, "detector-pgd", DOCS / "screenshot.png")
                 shoot_compare(browser, DOCS / "screenshot-compare.png")
