@@ -492,7 +492,7 @@ def protect_page() -> None:
                 perturbation = gr.Image(
                     label="What changed (amplified)", format="png", interactive=False, min_width=240, height=360
                 )
-            download = gr.File(label="Download the protected photo (PNG, no EXIF/GPS)")
+            download = gr.File(label="Download the protected photo (PNG, no EXIF/GPS)", elem_id="download")
             detector_table = gr.Dataframe(
                 headers=DETECTOR_COLUMNS,
                 label="Face detectors: faces found before and after",

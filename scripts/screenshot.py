@@ -59,7 +59,7 @@ def _save(page, out: Path) -> None:
 def shoot(browser, method: str, out: Path, width: int = 1400) -> None:
     page, panel = _open(browser, "Protect", width=width, height=1000 if width > 600 else 844)
     if method != "detector-pgd":
-        page.get_by_label("Protection").click()
+        page.get_by_role("combobox", name="Protection", exact=True).click()
         page.get_by_role("option", name=METHODS[method].title).click()
     panel.get_by_role("button", name="Protect").click()
     panel.locator(".fs-verdict").or_(page.get_by_text("is not available here")).first.wait_for(timeout=300_000)

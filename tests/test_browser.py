@@ -80,7 +80,7 @@ def _upload(panel, path) -> None:
 def _choose(page, method: str) -> None:
     from faceshield.protections import METHODS
 
-    page.get_by_label("Protection").click()
+    page.get_by_role("combobox", name="Protection", exact=True).click()
     page.get_by_role("option", name=METHODS[method].title).click()
 
 
@@ -118,8 +118,9 @@ def test_protect_page_verdict_matches_the_table(page, small_face):
     # the faces before and after, and the amplified change, are crops of the face region
     assert panel.locator("img").count() >= 3
     with page.expect_download() as info:
-        panel.get_by_test_id("download-link").first.click()
-    assert Image.open(info.value.path()).format == "PNG"
+        panel.locator("#download").get_by_test_id("download-link").click()
+    downloaded = Image.open(info.value.path())
+    assert downloaded.format == "PNG" and downloaded.size == Image.open(small_face).size
 
 
 def test_compare_page_with_three_protections(page, small_face):
@@ -186,7 +187,7 @@ def test_upload_protect_and_download(page, tmp_path):
     panel, verdict = _protect(page, example_photos()["astronaut"], "detector-pgd")
     assert "detectors" in verdict.inner_text()
     with page.expect_download() as info:
-        panel.get_by_test_id("download-link").first.click()
+        panel.locator("#download").get_by_test_id("download-link").click()
     saved = tmp_path / "protected.png"
     info.value.save_as(saved)
     downloaded = Image.open(saved)
@@ -200,19 +201,22 @@ def test_each_protection_in_the_browser(page, tmp_path, method):
     """Choose the protection in the dropdown, protect, and download a metadata-free PNG that
     differs from the photo (or, for a protection whose weights cannot load here, a clear message)."""
     from faceshield.examples import example_photos
+    from faceshield.protections import METHODS
 
     source = example_photos()["astronaut"]
     panel = _page_tab(page, "Protect", "protect")
+    if not panel.locator("#summary").is_visible():  # the details section, where the summary names the method
+        panel.get_by_text("Details: settings, image quality, notices").click()
     _upload(panel, source)
     _choose(page, method)
     panel.get_by_role("button", name="Protect").click()
     done = panel.get_by_text(re.compile(rf"face\(s\) protected with {re.escape(method)} "))
-    refused = page.get_by_text("is not available here")
+    refused = page.get_by_text(f"The protection '{METHODS[method].title}' is not available here")
     done.or_(refused).first.wait_for(state="attached", timeout=180_000)
     if refused.count():
         pytest.skip(f"{method}: its weights are not usable here (the page says so)")
     with page.expect_download() as info:
-        panel.get_by_test_id("download-link").first.click()
+        panel.locator("#download").get_by_test_id("download-link").click()
     saved = tmp_path / f"{method}.png"
     info.value.save_as(saved)
     downloaded = Image.open(saved)
