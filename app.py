@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import threading
 
@@ -19,8 +20,8 @@ import gradio as gr  # noqa: E402
 
 from faceshield import compare, lab, settings  # noqa: E402
 from faceshield.examples import examples  # noqa: E402
-from faceshield.protections import METHODS  # noqa: E402
-from faceshield.protections.base import Cancelled, stop_when  # noqa: E402
+from faceshield.protections import METHODS, declared  # noqa: E402
+from faceshield.protections.base import NAMES, PATH, PHOTOS, SUBSET, Cancelled, Param, stop_when  # noqa: E402  # noqa: E402
 from faceshield.service import (  # noqa: E402
     DETECTOR_COLUMNS,
     MODEL_COLUMNS,
@@ -28,7 +29,7 @@ from faceshield.service import (  # noqa: E402
     model_rows,
     protect_photo,
 )
-from faceshield.settings import KNOBS, STRENGTH_KNOBS, InputError, Knob  # noqa: E402
+from faceshield.settings import KNOBS, InputError, Knob  # noqa: E402
 from faceshield.weights import WeightsUnavailable  # noqa: E402
 
 DESCRIPTION = """# FaceShield
@@ -46,13 +47,41 @@ VERDICT_HELP = (
 )
 
 
-MODES = ("dodging", "targeted")
-NORMS = ("linf", "l2")
-
-
 def knob_slider(key: str, step: float, value: float, label: str, **options) -> gr.Slider:
-    """A slider spanning the bounds settings.KNOBS[key] accepts."""
+    """A slider spanning the bounds settings.KNOBS[key] accepts (the Attack lab's)."""
     return gr.Slider(KNOBS[key].low, KNOBS[key].high, value=value, step=step, label=label, **options)
+
+
+# The Protect page's options are the protections' declared ones (protections.base.Param with
+# a page `group`): one control per option name, shared by the protections that declare it,
+# shown when the chosen one does. The /protect API's inputs: PAGE_HEAD, those options, PAGE_TAIL.
+PAGE_HEAD = ("image_path", "method")
+PAGE_TAIL = ("slow_judges", "reference_path")
+INITIAL_METHOD = "detector-pgd"
+
+
+def page_options() -> dict[str, list[tuple[str, Param]]]:
+    """The options the Protect page shows, by name (in the order first declared), each with every
+    protection's (key, Param) that shows it."""
+    shown = {name: [(k, p) for k, p in decls if p.group and p.kind is not PATH] for name, decls in declared().items()}
+    return {name: decls for name, decls in shown.items() if decls}
+
+
+def protect_inputs() -> list[str]:
+    """The /protect endpoint's inputs, in order (their API names)."""
+    return [*PAGE_HEAD, *page_options(), *PAGE_TAIL]
+
+
+def _varies(decls: list[tuple[str, Param]]) -> bool:
+    """Does the option mean something else for different protections (an obfuscation's strength)?"""
+    return len({(p.label, p.page_low, p.page_high, p.low, p.high) for _, p in decls}) > 1
+
+
+def _control_label(param: Param, decls) -> str:
+    if _varies(decls) and param.numeric:  # the range changes with the protection: say it
+        knob = param.knob(page=True)
+        return f"{param.label}, {knob.low:g} to {knob.high:g}"
+    return param.label
 
 
 # The events that do work run with preprocess=False, so every input reaches its callback raw
@@ -93,54 +122,68 @@ def _flag(value, what: str) -> bool:
     return value
 
 
-def page_inputs(
-    image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm
-) -> dict:
-    """The Protect page's raw inputs, checked, as protect_photo's keyword arguments
-    (InputError otherwise). An empty strength means the method's default; a method without
-    a strength ignores it."""
-    method = _choice(method, tuple(METHODS), "The protection")
-    strength_knob = STRENGTH_KNOBS.get(method)
-    if targets is not None and not isinstance(targets, list):
-        raise InputError("The target identities must be a list of photos.")
-    if targets and len(targets) > settings.MAX_TARGETS:
-        raise InputError(f"Give at most {settings.MAX_TARGETS} target identity photos (got {len(targets)}).")
-    options = {
-        "method": method,
-        "eps": KNOBS["eps"].check(eps),
-        "steps": KNOBS["steps"].check(steps),
-        "strength": strength_knob.check(strength) if strength_knob and strength not in (None, "") else None,
-        "whole_image": _flag(whole_image, "Protect the whole image"),
-        "slow_judges": _flag(slow_judges, "Also run slow detectors"),
-        "robust": _flag(robust, "Survive JPEG re-compression"),
-        "mode": _choice(mode, MODES, "The identity goal"),
-        "norm": _choice(norm, NORMS, "What the strength bounds"),
-        "reference": _upload(reference),
-        "targets": [_upload(t) for t in targets] if targets else None,
-    }
-    source = _upload(image)
+def _option(value, param: Param):
+    """One page option's raw value, checked against its declaration (the page's range)."""
+    if value is None or value == "" or (param.kind is PHOTOS and value == []):
+        return None
+    if param.kind is PHOTOS:
+        if not isinstance(value, list):
+            raise InputError(f"The {param.message_name} must be a list of photos.")
+        if len(value) > settings.MAX_TARGETS:
+            raise InputError(f"Give at most {settings.MAX_TARGETS} {param.message_name} (got {len(value)}).")
+        return [_upload(v) for v in value]
+    return param.check(value, page=True)
+
+
+def page_inputs(values: dict) -> dict:
+    """The Protect page's raw inputs (by protect_inputs() name), checked, as protect_photo's
+    keyword arguments (InputError otherwise). Each option is checked against the chosen
+    protection's declaration, or another's when it does not declare it (the value is then not
+    used); an empty value means the protection's default."""
+    method = _choice(values.get("method"), tuple(METHODS), "The protection")
+    options = {}
+    for name, decls in page_options().items():
+        options[name] = _option(values.get(name), METHODS[method].param(name) or decls[0][1])
+    source = _upload(values.get("image_path"))
     if not source:
         raise InputError("Upload a photo first (or click an example).")
-    return {"source": source, **options}
+    return {
+        "source": source,
+        "method": method,
+        "slow_judges": _flag(values.get("slow_judges", False), "Also run slow detectors"),
+        "reference": _upload(values.get("reference_path")),
+        **options,
+    }
 
 
-def _gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
+def _seconds_for(steps, knob: Knob) -> int:
     """ZeroGPU time to reserve: grows with the iterations asked for (the callback refuses bad ones)."""
     try:
-        steps = KNOBS["steps"].check(steps)
+        steps = knob.check(steps)
     except InputError:
-        steps = KNOBS["steps"].low
+        steps = knob.low
     return int(30 + 0.5 * steps)
+
+
+def _gpu_seconds(values: dict, *args, **kwargs) -> int:
+    """The Protect page's reservation, from its steps option."""
+    steps = page_options().get("steps")
+    asked = values.get("steps") if isinstance(values, dict) else None
+    return _seconds_for(asked, steps[0][1].knob(page=True)) if steps else 30
+
+
+def _lab_gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
+    return _seconds_for(steps, KNOBS["lab_steps"])
 
 
 def _sweep_gpu_seconds(image_path, method, steps, *args, **kwargs) -> int:
     """The sweep runs one attack per budget (five)."""
-    return 5 * _gpu_seconds(image_path, method, None, steps)
+    return 5 * _seconds_for(steps, KNOBS["lab_steps"])
 
 
 def _compare_gpu_seconds(image_path, methods, *args, **kwargs) -> int:
     """One protection at default settings after another."""
-    return _gpu_seconds(image_path, None, None, None) * max(1, len(methods) if isinstance(methods, list) else 1)
+    return _gpu_seconds({}) * max(1, len(methods) if isinstance(methods, list) else 1)
 
 
 def _on_gpu(fn=None, seconds=_gpu_seconds):
@@ -218,37 +261,10 @@ async def _heavy(request, fn, *args):
 
 
 @_on_gpu
-def run(
-    image_path,
-    method,
-    eps,
-    steps,
-    whole_image,
-    slow_judges,
-    reference_path,
-    strength=None,
-    mode="dodging",
-    robust=False,
-    target_paths=None,
-    norm="linf",
-):
+def run(values: dict):
+    """The Protect page's work: `values` are its raw inputs by protect_inputs() name."""
     try:
-        page = protect_photo(
-            **page_inputs(
-                image_path,
-                method,
-                eps,
-                steps,
-                whole_image,
-                slow_judges,
-                reference_path,
-                strength,
-                mode,
-                robust,
-                target_paths,
-                norm,
-            )
-        )
+        page = protect_photo(**page_inputs(values))
     except InputError as exc:  # bad inputs and unusable photos (ImageError): the message is for the user
         raise gr.Error(str(exc)) from None
     except WeightsUnavailable as exc:
@@ -289,10 +305,10 @@ def _lab_photo(image_path):
     return load_image(source).pixels
 
 
-@_on_gpu
+@_on_gpu(seconds=_lab_gpu_seconds)
 def run_lab(image_path, method, eps, steps):
     try:
-        method = _choice(method, lab.LAB_METHODS, "The attack")
+        method = _choice(method, lab.lab_methods(), "The attack")
         eps, steps = KNOBS["lab_eps"].check(eps), KNOBS["lab_steps"].check(steps)
         pixels = _lab_photo(image_path)
     except InputError as exc:
@@ -322,7 +338,7 @@ def show_iteration(trace, step):
 @_on_gpu(seconds=_sweep_gpu_seconds)
 def run_sweep(image_path, method, steps):
     try:
-        method = _choice(method, lab.LAB_METHODS, "The attack")
+        method = _choice(method, lab.lab_methods(), "The attack")
         steps = KNOBS["lab_steps"].check(steps)
         pixels = _lab_photo(image_path)
     except InputError as exc:
@@ -346,38 +362,23 @@ def run_sweep(image_path, method, steps):
 # run through _heavy; tqdm progress of the attack loops reaches the page.
 
 
-async def protect(
-    image_path,
-    method,
-    eps,
-    steps,
-    whole_image,
-    slow_judges,
-    reference_path,
-    strength=None,
-    mode="dodging",
-    robust=False,
-    target_paths=None,
-    norm="linf",
-    request: gr.Request = None,
-    progress=gr.Progress(track_tqdm=True),
-):
-    return await _heavy(
-        request,
-        run,
-        image_path,
-        method,
-        eps,
-        steps,
-        whole_image,
-        slow_judges,
-        reference_path,
-        strength,
-        mode,
-        robust,
-        target_paths,
-        norm,
-    )
+def protect_handler(names: list[str]):
+    """The /protect event's handler, whose inputs are `names`: Gradio names the API's parameters
+    after the handler's signature, made here from the declared options. Runs through _heavy."""
+
+    async def protect(*args):
+        *values, request, _progress = args
+        return await _heavy(request, run, dict(zip(names, values)))
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, positional, default=False if n == "slow_judges" else None) for n in names]
+    params += [
+        inspect.Parameter("request", positional, default=None, annotation=gr.Request),
+        inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True)),
+    ]
+    protect.__signature__ = inspect.Signature(params)
+    protect.__annotations__ = {"request": gr.Request}
+    return protect
 
 
 async def compare_protections(image_path, methods, request: gr.Request = None, progress=gr.Progress()):
@@ -396,24 +397,49 @@ async def lab_sweep(image_path, method, steps, request: gr.Request = None, progr
     return await _heavy(request, run_sweep, image_path, method, steps)
 
 
-def method_controls(key: str):
-    """Show the knob the chosen protection has: the adversarial budget, or an obfuscation's
-    own strength (with its default), or neither (DDM)."""
-    cls = METHODS[key]
-    label = getattr(cls, "strength_label", "")  # adversarial methods have no obfuscation strength
-    if not label:
-        return gr.update(visible=getattr(cls, "uses_budget", True)), gr.update(visible=False, value=None)
-    knob = STRENGTH_KNOBS[key]
-    return (
-        gr.update(visible=getattr(cls, "uses_budget", True)),
-        gr.update(
-            visible=True,
-            label=f"{label}, {knob.low:g} to {knob.high:g}",
-            value=cls.default_strength,
-            minimum=knob.low,
-            maximum=knob.high,
-        ),
-    )
+def method_controls(key: str) -> list:
+    """Show the controls of the options the chosen protection declares for the page (in
+    page_options() order) and hide the others; an option whose meaning differs between
+    protections (an obfuscation's strength) takes this one's label, range and default."""
+    cls, updates = METHODS[key], []
+    for name, decls in page_options().items():
+        param = cls.param(name)
+        shown = param is not None and bool(param.group)
+        if not _varies(decls):
+            updates.append(gr.update(visible=shown))
+        elif not shown:
+            updates.append(gr.update(visible=False, value=None))
+        else:
+            knob = param.knob(page=True)
+            label = _control_label(param, decls)
+            updates.append(
+                gr.update(visible=True, label=label, value=param.default, minimum=knob.low, maximum=knob.high)
+            )
+    return updates
+
+
+def option_control(decls: list[tuple[str, Param]], method: str):
+    """The page's control of one declared option as the protection `method` shows it (hidden
+    when it does not declare it)."""
+    param = dict(decls).get(method)
+    visible = param is not None
+    param = param or decls[0][1]
+    label = _control_label(param, decls)
+    if param.kind is bool:
+        return gr.Checkbox(value=param.default, label=label, visible=visible)
+    if param.kind is PHOTOS:
+        return gr.File(label=label, file_count="multiple", file_types=["image"], type="filepath", visible=visible)
+    if param.kind in (NAMES, SUBSET):
+        return gr.CheckboxGroup(list(param.choices), value=list(param.default), label=label, visible=visible)
+    if param.choices:
+        choices = list(zip(param.choice_labels, param.choices)) if param.choice_labels else list(param.choices)
+        return gr.Radio(choices, value=param.default, label=label, visible=visible)
+    if param.numeric and not _varies(decls):
+        knob = param.knob(page=True)
+        return gr.Slider(knob.low, knob.high, value=param.default, step=param.step or 1, label=label, visible=visible)
+    if param.numeric:
+        return gr.Number(value=param.default if visible else None, label=label, visible=visible)
+    return gr.Textbox(value=param.default, label=label, visible=visible)
 
 
 def heavy_event(button: gr.Button, handler, inputs: list, outputs: list, api_name: str) -> None:
@@ -442,44 +468,27 @@ def example_inputs(component: gr.Image) -> gr.Examples:
 
 
 def protect_page() -> None:
+    options = page_options()
+    groups: dict[str, list[str]] = {}
+    for name, decls in options.items():
+        groups.setdefault(decls[0][1].group, []).append(name)
+    controls = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
             method = gr.Dropdown(
-                [(cls.title, key) for key, cls in METHODS.items()], value="detector-pgd", label="Protection"
+                [(cls.title, key) for key, cls in METHODS.items()], value=INITIAL_METHOD, label="Protection"
             )
-            eps = knob_slider(
-                "eps",
-                1,
-                8,
-                "Strength: max change per pixel, in grey levels of 255 (RMS change over the faces with the L2 budget)",
-            )
-            strength = gr.Number(value=None, visible=False, label="Obfuscation strength")
+            for name in groups.pop("main", []):
+                controls[name] = option_control(options[name], INITIAL_METHOD)
             with gr.Accordion("Advanced options", open=False):
-                steps = knob_slider("steps", 10, 80, "Maximum iterations")
-                whole_image = gr.Checkbox(label="Protect the whole image when no face is found")
+                for name in groups.pop("advanced", []):
+                    controls[name] = option_control(options[name], INITIAL_METHOD)
                 slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
-                gr.Markdown("**Identity mask (TIP-IM)**")
-                mode = gr.Radio(
-                    [
-                        ("Dodging: just do not match", "dodging"),
-                        ("Targeted: look like a target identity", "targeted"),
-                    ],
-                    value="dodging",
-                    label="Identity goal",
-                )
-                targets = gr.File(
-                    label="Target identities (photos; default: built-in faces of example photos)",
-                    file_count="multiple",
-                    file_types=["image"],
-                    type="filepath",
-                )
-                robust = gr.Checkbox(label="Survive JPEG re-compression and resizing (slower)")
-                norm = gr.Radio(
-                    [("Max change per pixel (L-inf)", "linf"), ("Average (RMS) change over the faces (L2)", "l2")],
-                    value="linf",
-                    label="What the strength bounds",
-                )
+                for heading, names in groups.items():  # one protection's own options, under its heading
+                    gr.Markdown(f"**{heading}**")
+                    for name in names:
+                        controls[name] = option_control(options[name], INITIAL_METHOD)
                 reference = gr.Image(label="Optional: another photo of the same person", type="filepath", format="png")
             button = gr.Button("Protect", variant="primary")
             example_inputs(image)
@@ -518,11 +527,12 @@ def protect_page() -> None:
                     label="Boxes before (green) and after (red)", columns=4, format="png", height="auto", preview=False
                 )
             gr.Markdown(VERDICT_HELP, elem_classes="fs-help")
-    method.change(method_controls, method, [eps, strength], api_name=False)
+    shown = [controls[name] for name in options]
+    method.change(method_controls, method, shown, api_name=False)
     heavy_event(
         button,
-        protect,
-        [image, method, eps, steps, whole_image, slow_judges, reference, strength, mode, robust, targets, norm],
+        protect_handler(protect_inputs()),
+        [image, method, *shown, slow_judges, reference],
         [slider, perturbation, download, gallery, detector_table, recogniser_table, summary, verdict],
         "protect",
     )
@@ -573,9 +583,7 @@ def lab_page() -> None:
         with gr.Column(scale=1, min_width=300):
             lab_image = gr.Image(label="Photo", type="filepath", format="png")
             lab_method = gr.Radio(
-                [("Hide from detectors", "detector-pgd"), ("Hide identity", "tip-im")],
-                value="detector-pgd",
-                label="Attack",
+                [(METHODS[key].title, key) for key in lab.lab_methods()], value="detector-pgd", label="Attack"
             )
             lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
             lab_steps = knob_slider("lab_steps", 5, 40, "Iterations", elem_id="lab-steps")

@@ -48,9 +48,7 @@ def call(url: str, path: Path, method: str, steps: int = 10):
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
-    return client.submit(
-        handle_file(str(path)), method, 8, steps, False, False, None, None, "dodging", False, None, api_name="/protect"
-    )
+    return client.submit(image_path=handle_file(str(path)), method=method, steps=steps, api_name="/protect")
 
 
 def served_pngs() -> int:

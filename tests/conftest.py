@@ -46,7 +46,8 @@ def client():
 
 
 def protect_args(path, **kw) -> dict:
-    """Keyword arguments of the /protect endpoint: the page's defaults, `path` uploaded, `kw` on top."""
+    """Keyword arguments of the /protect endpoint (app.protect_inputs(): made from the declared
+    options): the page's defaults, `path` uploaded, `kw` on top."""
     from gradio_client import handle_file
 
     args = {
@@ -55,12 +56,12 @@ def protect_args(path, **kw) -> dict:
         "eps": 8,
         "steps": 80,
         "whole_image": False,
-        "slow_judges": False,
-        "reference_path": None,
         "strength": None,
         "mode": "dodging",
         "robust": False,
-        "target_paths": None,
+        "targets": None,
         "norm": "linf",
+        "slow_judges": False,
+        "reference_path": None,
     }
     return {**args, **kw}

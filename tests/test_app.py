@@ -66,8 +66,11 @@ def test_each_protection_shows_the_knob_it_uses(photos):
     from faceshield.protections import build
 
     face = np.ascontiguousarray(photos["astronaut"][:256, 96:352])
+    names = list(app.page_options())
     for key in app.METHODS:
-        budget, strength = app.method_controls(key)
+        controls = dict(zip(names, app.method_controls(key)))
+        budget, strength = controls["eps"], controls["strength"]
+        assert controls["mode"]["visible"] == (key == "tip-im"), key  # the identity options: TIP-IM's
         if key in ("blur", "pixelate", "mask"):
             assert not budget["visible"] and strength["visible"] and strength["value"] is not None, key
             weak = build(key, strength=strength["value"], whole_image=True)(face, faces=None).pixels
@@ -80,25 +83,29 @@ def test_each_protection_shows_the_knob_it_uses(photos):
 
 
 def test_page_controls_span_the_bounds_the_server_checks():
-    """The page's sliders are built from settings.KNOBS, every obfuscation's strength has
-    bounds around its default, and the events that do work hand their callbacks the raw
-    inputs (preprocess=False), which the callbacks check."""
+    """The page's sliders are built from the declared options' page ranges (and the lab's from
+    settings.KNOBS), every obfuscation's strength has bounds around its default, and the events
+    that do work hand their callbacks the raw inputs (preprocess=False), which the callbacks check."""
     import app
     from faceshield import settings
+    from faceshield.protections import DetectorPGD
 
     events = {fn.api_name: fn for fn in app.demo.fns.values()}
     assert all(events[name].preprocess is False for name in ("protect", "lab", "sweep"))
 
     props = {c["props"].get("label"): (c["type"], c["props"]) for c in app.demo.get_config_file()["components"]}
-    for label, key in [
-        ("Maximum iterations", "steps"),
-        ("Iterations", "lab_steps"),
-        ("Budget (grey levels of 255)", "lab_eps"),
-    ]:
+    knobs = {
+        "Maximum iterations": DetectorPGD.param("steps").knob(page=True),
+        "Iterations": settings.KNOBS["lab_steps"],
+        "Budget (grey levels of 255)": settings.KNOBS["lab_eps"],
+    }
+    assert (knobs["Maximum iterations"].low, knobs["Maximum iterations"].high) == (10, settings.MAX_STEPS)
+    for label, knob in knobs.items():
         kind, p = props[label]
-        assert kind == "slider" and (p["minimum"], p["maximum"]) == (settings.KNOBS[key].low, settings.KNOBS[key].high)
+        assert kind == "slider" and (p["minimum"], p["maximum"]) == (knob.low, knob.high)
     for key, cls in app.METHODS.items():
-        if getattr(cls, "strength_label", ""):
-            knob = settings.STRENGTH_KNOBS[key]
-            assert knob.low <= cls.default_strength <= knob.high, key
-            assert knob.check(cls.default_strength) == cls.default_strength
+        strength = cls.param("strength")
+        if strength is not None and strength.group:
+            knob = strength.knob(page=True)
+            assert knob.low <= strength.default <= knob.high, key
+            assert knob.check(strength.default) == strength.default

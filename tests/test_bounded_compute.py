@@ -108,9 +108,7 @@ def test_too_many_target_photos_or_faces_are_refused(client, face, photos, tmp_p
     monkeypatch.setattr(settings, "MAX_TARGETS", 1)
     targets = [handle_file(str(face)), handle_file(str(face))]
     with pytest.raises(AppError, match="at most 1 target identity photos"):
-        client.predict(
-            **protect_args(face, method="tip-im", mode="targeted", target_paths=targets), api_name="/protect"
-        )
+        client.predict(**protect_args(face, method="tip-im", mode="targeted", targets=targets), api_name="/protect")
     monkeypatch.setattr(settings, "MAX_FACES", 1)
     two = tmp_path / "zidane.png"
     Image.fromarray(photos["zidane"]).save(two)

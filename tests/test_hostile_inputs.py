@@ -210,11 +210,16 @@ def test_json_nan_and_infinity_do_not_slip_through_the_sliders(client, no_work):
     import app
 
     url = app.demo.local_url
-    protect = [None, "blur", float("nan"), 80, False, False, None, None, "dodging", False, None, "linf"]
+    names = app.protect_inputs()
+
+    def protect(**values):  # the /protect inputs in their order
+        args = {**protect_args(None, method="blur"), "eps": 8, **values}
+        return [args[name] for name in names]
+
     cases = [
-        ("/protect", protect, "budget .* finite"),
-        ("/protect", protect[:2] + [8, float("inf")] + protect[4:], "iterations .* finite"),
-        ("/protect", protect[:2] + [8, 80] + protect[4:7] + [float("nan")] + protect[8:], "Blur .* finite"),
+        ("/protect", protect(eps=float("nan")), "budget .* finite"),
+        ("/protect", protect(steps=float("inf")), "iterations .* finite"),
+        ("/protect", protect(strength=float("nan")), "Blur .* finite"),
         ("/lab", [None, "detector-pgd", float("nan"), 20], "budget .* finite"),
         ("/sweep", [None, "detector-pgd", float("-inf")], "iterations .* finite"),
     ]
@@ -260,14 +265,14 @@ def test_unusable_uploads_get_a_friendly_message_and_no_path(client, small_face,
             ("/protect", protect_args(small_face, method="blur", reference_path=handle_file(str(path)))),
             (
                 "/protect",
-                protect_args(small_face, method="tip-im", mode="targeted", target_paths=[handle_file(str(path))]),
+                protect_args(small_face, method="tip-im", mode="targeted", targets=[handle_file(str(path))]),
             ),
             ("/lab", _lab_args(path)),
             ("/sweep", {k: v for k, v in _lab_args(path).items() if k != "eps"}),
         ]
         for api_name, kwargs in calls:
             message = _refusal(client, api_name, **kwargs)
-            if kwargs.get("target_paths") and "Invalid file type" in message:
+            if kwargs.get("targets") and "Invalid file type" in message:
                 pass  # the target list accepts image types only: Gradio itself refuses .pdf/.eps there
             else:
                 assert path.name in message and expected in message, (kind, api_name, message)

@@ -20,7 +20,7 @@ from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evalua
 from faceshield.images import load_image, pil_open
 from faceshield.metrics import average_precision, image_quality, match_detections
 from faceshield.models import Detections
-from faceshield.protections import build
+from faceshield.protections import METHODS, build, method_key
 from faceshield.protections.obfuscation import face_region
 
 
@@ -34,29 +34,30 @@ def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | N
 
 
 def _label(method: str, options: dict) -> str:
-    """The method's row name: its key, plus what differs from its defaults."""
-    extra = [f"attacks {'+'.join(options['attack'])}"] if options.get("attack") else []
-    extra += [options["mode"]] if options.get("mode") else []
-    extra += ["robust"] if options.get("robust") else []
-    extra += [f"L2 {options['eps']:g}"] if options.get("norm") == "l2" else []
-    extra += ["+".join(options["parts"])] if options.get("parts") else []
-    extra += [f"margin {options['margin']:g}"] if options.get("margin") is not None else []
-    extra += [f"model dropout {options['model_dropout']:g}"] if options.get("model_dropout") else []
-    extra += [f"{options['steps']} steps"] if options.get("steps") else []
-    known = {"attack", "mode", "robust", "eps", "norm", "parts", "margin", "model_dropout", "steps", "strength"}
-    known |= {"weights_path", "targets", "whole_image"}
-    extra += [
-        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-        for k, v in options.items()
-        if k not in known and v is not None
-    ]
+    """The method's row name: its spec, plus each option it declares whose value differs from
+    its default, as the declaration's `tag` reads ("tip-im [attacks facenet+sface, margin 0.5]")."""
+    cls = METHODS[method_key(method)]
+    shown = {p.name: p.describe_value(v) for p in cls.params if (v := options.get(p.name)) is not None}
+    extra = []
+    for p in cls.params:
+        value = options.get(p.name)
+        if value is None or p.tag == "" or _same(value, p.default):
+            continue
+        tag = p.tag if p.tag is not None else f"{p.name} {{value}}"
+        extra.append(tag.format(**{**shown, "value": p.describe_value(value)}))
     return f"{method} [{', '.join(extra)}]" if extra else method
+
+
+def _same(value, default) -> bool:
+    if isinstance(value, list | tuple) and isinstance(default, list | tuple):
+        return tuple(value) == tuple(default)
+    return value == default
 
 
 def _build(method: str, options: dict):
     """The protection, and the registry keys it attacks white-box."""
     protection = build(method, **options)
-    return protection, tuple(getattr(protection, "attack", ()))
+    return protection, protection.attack
 
 
 def run_bench(
@@ -98,7 +99,7 @@ def run_bench(
                     "photo": path.name,
                     "seconds": seconds,
                     "faces": len(result.faces),
-                    "success": result.info.get("success"),
+                    "success": result.success,
                     **ev.quality,
                 }
             )
@@ -262,12 +263,12 @@ def run_identity_bench(
                 {
                     "photo": a,
                     "seconds": time.perf_counter() - t,
-                    "success": result.info.get("success"),
+                    "success": result.success,
                     **image_quality(photos[a], result.pixels),
                 }
             )
         degraded = {a: _degradations(protected[a], boxes[a]) for a in {a for a, _ in pairs}}  # PSR's photos only
-        recovery = _recovery(protection, photos, protected, boxes) if hasattr(protection, "decrypt") else None
+        recovery = _recovery(protection, photos, protected, boxes) if protection.reversible else None
         target_emb = _target_embeddings(recs) if any(used.values()) else {}
         per_rec = {}
         for k, r in recs.items():
@@ -622,7 +623,7 @@ def run_transfer_bench(
                     "photo": str(path.relative_to(dataset)),
                     "seconds": seconds,
                     "psnr": q["psnr"],
-                    "success": result.info.get("success"),
+                    "success": result.success,
                     "portrait": truth is None,
                 }
             )

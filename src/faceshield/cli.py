@@ -45,57 +45,17 @@ def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
 
 
 def add_protection_options(p) -> None:
-    """The knobs every protection command shares (protect and bench)."""
-    p.add_argument(
-        "--eps",
-        type=float,
-        default=8,
-        help="budget in grey levels out of 255 (default 8): L-inf, or with --norm l2 the RMS change "
-        "over the face regions",
-    )
-    p.add_argument("--norm", choices=["linf", "l2"], help="tip-im: L-inf (default) or L2 budget")
-    p.add_argument("--steps", type=int, help="iterations for iterative methods")
-    p.add_argument(
-        "--strength",
-        type=float,
-        help="obfuscation strength: blur sigma %% of face size, pixelate blocks, mask grey level",
-    )
-    p.add_argument(
-        "--attack",
-        nargs="+",
-        metavar="MODEL",
-        help="white-box models to attack (default: each method's own), e.g. --attack facenet sface",
-    )
-    p.add_argument("--mode", choices=["dodging", "targeted"], help="tip-im: just do not match, or match a target")
-    p.add_argument(
-        "--target",
-        nargs="+",
-        metavar="PHOTO",
-        help="tip-im targeted: photos of target identities (default: built-in faces)",
-    )
-    p.add_argument(
-        "--margin",
-        type=float,
-        help="tip-im: how far beyond each threshold to push (fraction, default 0.25; more transfers "
-        "better to unseen recognisers and costs PSNR)",
-    )
-    p.add_argument(
-        "--model-dropout",
-        type=float,
-        help="tip-im: dropout probability on the attacked recognisers' convolutions during the attack "
-        "(model augmentation for transfer to recognisers it never saw; default 0)",
-    )
-    p.add_argument(
-        "--parts",
-        nargs="+",
-        choices=["gradient", "transfer", "uap"],
-        help="apf: which of its three parts to use (default all)",
-    )
-    p.add_argument(
-        "--robust",
-        action="store_true",
-        help="tip-im: expectation over JPEG and down-scaling, to survive re-compression",
-    )
+    """The protections' options that declare a flag of their own (--eps, --steps, --attack, ...;
+    one flag per option name, shared by the protections that declare it) and --set for any
+    other declared option (protections.base.Param)."""
+    from faceshield.protections import declared
+
+    for name, decls in declared().items():
+        flagged = [(key, param) for key, param in decls if param.flag]
+        if flagged:
+            p.add_argument(
+                flagged[0][1].flag, dest=name, default=None, help=_flag_help(flagged), **_kind(flagged[0][1])
+            )
     p.add_argument(
         "--set",
         dest="settings",
@@ -103,42 +63,69 @@ def add_protection_options(p) -> None:
         default=[],
         metavar="OPTION=VALUE",
         type=_setting,
-        help="any other option of the protection's class, e.g. --set smoothing=0.02 (repeatable; "
-        "the options are the Args in each class's docstring under src/faceshield/protections/)",
+        help="any other option a protection declares, e.g. --set smoothing=0.02 (repeatable; "
+        "see the Args of each class under src/faceshield/protections/, or help(faceshield.protections.TIPIM))",
     )
-    p.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="generator, apf, ddm: a .safetensors file to use instead of the shipped one "
-        "(e.g. a training run's export, to bench it before shipping)",
-    )
+
+
+def _kind(param) -> dict:
+    """argparse keywords for a Param's kind."""
+    from faceshield.protections.base import NAMES, PATH, PHOTOS, SUBSET
+
+    if param.kind is bool:
+        return {"action": "store_true"}
+    if param.kind in (int, float):
+        return {"type": param.kind}
+    if param.kind in (NAMES, PHOTOS):
+        return {"nargs": "+", "metavar": param.metavar or param.name.upper()}
+    if param.kind is SUBSET:
+        return {"nargs": "+", "choices": list(param.choices)}
+    if param.kind is PATH:
+        return {"metavar": param.metavar or "FILE"}
+    return {"choices": list(param.choices)} if param.choices else {}
+
+
+def _flag_help(flagged) -> str:
+    """'detector-pgd, tip-im: <help> (default ...); blur: ...': the declarations' own words."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key, param in flagged:
+        default = "" if param.default is None or param.default is False else param.describe_value(param.default)
+        groups.setdefault((param.help, default), []).append(key)
+    parts = [
+        f"{', '.join(keys)}: {help}" + (f" (default {default})" if default else "")
+        for (help, default), keys in groups.items()
+    ]
+    return "; ".join(parts).replace("%", "%%")
 
 
 def protect_options(args) -> dict:
-    """CLI arguments -> protection keyword options (only those given)."""
+    """CLI arguments -> protection keyword options (only those given): the declared flags, then
+    --set OPTION=VALUE; target photos are loaded."""
     from faceshield.images import load_image
+    from faceshield.protections import declared
+    from faceshield.protections.base import PHOTOS
 
-    options = {
-        "eps": args.eps,
-        "steps": args.steps,
-        "strength": args.strength,
-        "mode": args.mode,
-        "margin": args.margin,
-        "norm": args.norm,
-        "model_dropout": args.model_dropout,
-        "weights_path": args.weights,
-        "attack": tuple(args.attack) if args.attack else None,
-    }
-    if getattr(args, "whole_image", False):
-        options["whole_image"] = True
-    if args.robust:
-        options["robust"] = True
-    if args.parts:
-        options["parts"] = tuple(args.parts)
-    if args.target:
-        options["targets"] = [load_image(p).pixels for p in args.target]
+    options = {}
+    for name, decls in declared().items():
+        value = getattr(args, name, None)
+        if value is None or value is False:
+            continue
+        if decls[0][1].kind is PHOTOS:
+            value = [load_image(path).pixels for path in value]
+        options[name] = tuple(value) if isinstance(value, list) and decls[0][1].kind is not PHOTOS else value
     options.update(dict(getattr(args, "settings", None) or []))
     return options
+
+
+def _explicit(methods: list[str], options: dict) -> str | None:
+    """The error for options none of `methods` declares (a protection takes only its own)."""
+    from faceshield.protections import check_options
+
+    try:
+        check_options(methods, options)
+    except TypeError as exc:
+        return str(exc)
+    return None
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -184,7 +171,11 @@ def cmd_protect(args) -> int:
             )
             return 2
         targets[target] = path
-    protection = build(args.method, **protect_options(args))
+    options = protect_options(args)
+    if error := _explicit([args.method], options):
+        print(error, file=sys.stderr)
+        return 2
+    protection = build(args.method, **options)
     done = skipped = failed = 0
     for path, rel in tqdm(jobs, desc="protecting", unit="photo"):
         target = out_dir / rel
@@ -201,10 +192,10 @@ def cmd_protect(args) -> int:
         save_png(result.pixels, target)
         done += 1
         notes = "; ".join(loaded.notices + result.notices)
-        steps = f", {result.info['steps']} steps" if "steps" in result.info else ""
+        steps = f", {result.steps} steps" if result.steps is not None else ""
         psnr = image_quality(loaded.pixels, result.pixels)["psnr"]
         tqdm.write(
-            f"{path} -> {target} ({len(result.faces)} face(s){steps}, {result.seconds:.1f} s, "
+            f"{path} -> {target} ({result.faces_protected} face(s){steps}, {result.seconds:.1f} s, "
             f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else "")
         )
     print(f"{done} protected, {skipped} already there (kept; --force redoes them), {failed} failed")
@@ -214,6 +205,10 @@ def cmd_protect(args) -> int:
 def cmd_bench(args) -> int:
     from faceshield.bench import run_bench, run_identity_bench, run_transfer_bench, run_zoo_bench
 
+    options = protect_options(args)
+    if error := _explicit(args.methods, options):
+        print(error, file=sys.stderr)
+        return 2
     if args.zoo:
         run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
         return 0
@@ -221,7 +216,7 @@ def cmd_bench(args) -> int:
         run_transfer_bench(
             Path(args.dataset),
             args.methods[0],
-            protect_options(args),
+            options,
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
         )
@@ -230,7 +225,7 @@ def cmd_bench(args) -> int:
         run_identity_bench(
             Path(args.dataset),
             args.methods,
-            protect_options(args),
+            options,
             out_dir=Path(args.out) / "identity",
             limit=args.limit,
             adaptive=args.adaptive,
@@ -240,7 +235,7 @@ def cmd_bench(args) -> int:
     run_bench(
         Path(args.dataset),
         args.methods,
-        protect_options(args),
+        options,
         out_dir=Path(args.out),
         slow=args.slow,
         limit=args.limit,
@@ -279,7 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (PNG, same names)")
     p.add_argument("--method", default="detector-pgd", type=_method)
     add_protection_options(p)
-    p.add_argument("--whole-image", action="store_true", help="perturb the whole photo when no face is found")
     p.add_argument(
         "--force",
         action="store_true",

@@ -16,11 +16,15 @@ import numpy as np
 from faceshield import models
 from faceshield.images import thumbnail
 from faceshield.metrics import image_quality
-from faceshield.protections import build
+from faceshield.protections import METHODS, build
 
-LAB_METHODS = ("detector-pgd", "tip-im")
 LAB_DETECTORS = ("mtcnn", "centerface", "dlib-hog")
 LAB_RECOGNISERS = ("dlib-resnet", "facenet", "sface")
+
+
+def lab_methods() -> tuple[str, ...]:
+    """The protections the lab can step through: those that report every iterate (traceable)."""
+    return tuple(key for key, cls in METHODS.items() if cls.traceable)
 
 
 @dataclass
@@ -51,8 +55,8 @@ def trace_attack(
 ) -> Trace:
     """Run `method` for at most `steps` iterations, keeping every iterate; judge `judged` of
     them (evenly spaced, the first and last included) with the lab's models."""
-    if method not in LAB_METHODS:
-        raise ValueError(f"the lab steps through {LAB_METHODS}, not {method}")
+    if method not in lab_methods():
+        raise ValueError(f"the lab steps through {lab_methods()}, not {method}")
     # The trace keeps thumbnails (what the page shows); full resolution only for the steps the
     # models judge (an even grid over the most steps asked for, plus the last one).
     iterates, losses, full = [thumbnail(pixels)], [], {0: pixels}
@@ -75,7 +79,7 @@ def trace_attack(
     for det in dets.values():
         trace.kinds[det.name] = "face confidence"
         trace.scores[det.name] = [_face_score(det, full[i], result.faces) for i in picks]
-    if method == "tip-im" and len(result.faces):
+    if METHODS[method].hides == "identity" and len(result.faces):
         box = result.faces.boxes[0]
         recs, _ = models.available(list(LAB_RECOGNISERS))
         for rec in recs.values():
@@ -104,8 +108,8 @@ def budget_sweep(
         rows.append(
             {
                 "eps": eps,
-                "success": bool(result.info.get("success")),
-                "steps": result.info.get("steps"),
+                "success": bool(result.success),
+                "steps": result.steps,
                 "seconds": time.perf_counter() - t,
                 **image_quality(pixels, result.pixels),
             }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import functools
 import html
 import logging
 import shutil
@@ -18,7 +17,8 @@ import numpy as np
 from faceshield import models, settings
 from faceshield.evaluation import DEFAULT_DETECTORS, Evaluation, evaluate
 from faceshield.images import load_image, save_png, thumbnail
-from faceshield.protections import METHODS, ProtectionResult, build
+from faceshield.protections import METHODS, ProtectionResult, build, declared, method_key
+from faceshield.protections.base import PHOTOS
 from faceshield.settings import InputError
 from faceshield.visualize import amplified_perturbation, crop, draw_detections, enlarge, face_region
 
@@ -48,24 +48,13 @@ class ProtectionUnavailable(InputError):
 
 
 def check_weights(protection) -> None:
-    """Load `protection`'s trained weights now (generator, APF, DDM; others have none), so a
-    missing or unusable file is a ProtectionUnavailable for the user, not a crash mid-run.
-    The reason (it may name a server path) goes to the log only."""
-    key = getattr(protection, "key", "")
-    if key == "generator":
-        loader = protection.network
-    elif key in ("apf", "ddm"):
-        from faceshield.protections.apf import load_apf
-        from faceshield.protections.ddm import load_codecs
-
-        load = load_apf if key == "apf" else load_codecs
-        loader = functools.partial(load, protection.weights_path)
-    else:
-        return
+    """Load `protection`'s trained weights now (Protection.load_weights: generator, APF, DDM;
+    the others have none), so a missing or unusable file is a ProtectionUnavailable for the
+    user, not a crash mid-run. The reason (it may name a server path) goes to the log only."""
     try:
-        loader()
+        protection.load_weights()
     except Exception as exc:
-        log.warning("%s: trained weights could not be loaded: %s", key, exc)
+        log.warning("%s: trained weights could not be loaded: %s", protection.key, exc)
         raise ProtectionUnavailable(
             f"The protection '{protection.title}' is not available here: its trained weights could not be "
             "loaded. Pick another protection."
@@ -245,7 +234,7 @@ def protect_and_judge(
     (default: the protection finds them); `before`: cached detections on the original, by key.
     Raises InputError when the photo has more faces than an iterative attack may take
     (settings.MAX_FACES), ProtectionUnavailable when the method's weights do not load."""
-    if hasattr(METHODS.get(method), "attacks"):  # the iterative attacks' cost grows with the faces
+    if METHODS[method_key(method)].per_face_cost:  # the attacks' cost grows with the faces
         found = len(faces if faces is not None else models.find_faces(pixels))
         if found > settings.MAX_FACES:
             raise InputError(
@@ -265,7 +254,7 @@ def protect_and_judge(
         faces=result.faces if len(result.faces) else None,
         before=before,
     )
-    return Judged(method, protection, result, ev, tuple(getattr(protection, "attack", ())))
+    return Judged(method, protection, result, ev, protection.attack)
 
 
 @dataclass
@@ -294,38 +283,21 @@ ATTACKED, JUDGE = "attacked (white-box)", "judge (never attacked)"
 def protect_photo(
     source,
     method: str = "detector-pgd",
-    eps: float = 8,
-    steps: int | None = None,
-    whole_image: bool = False,
     slow_judges: bool = False,
     reference=None,
-    strength: float | None = None,
-    mode: str | None = None,
-    robust: bool = False,
-    targets: list | None = None,
-    norm: str | None = None,
+    **options,
 ) -> PageResult:
-    """Load `source` (path/bytes/array), protect it, judge it, and save the download PNG.
-    `targets`: photos (paths/arrays) of target identities for targeted identity masks.
+    """Load `source` (path/bytes/array), protect it with `method` built from `options` (the
+    shared knobs of protections.build; None: the method's default; photo options such as
+    `targets` may be paths), judge it, and save the download PNG.
     Raises faceshield.images.ImageError for unusable input."""
     loaded = load_image(source)
     ref_pixels = load_image(reference).pixels if reference is not None else None
-    target_pixels = [load_image(t).pixels for t in targets] if targets else None
+    for name, decls in declared().items():
+        if decls[0][1].kind is PHOTOS and options.get(name):
+            options[name] = [load_image(photo).pixels for photo in options[name]]
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
-    judged = protect_and_judge(
-        loaded.pixels,
-        method,
-        detector_keys,
-        reference=ref_pixels,
-        eps=eps,
-        steps=int(steps) if steps else None,
-        whole_image=whole_image,
-        strength=strength,
-        mode=mode,
-        robust=robust or None,
-        targets=target_pixels,
-        norm=norm,
-    )
+    judged = protect_and_judge(loaded.pixels, method, detector_keys, reference=ref_pixels, **options)
     protection, result, ev, attacked = judged.protection, judged.result, judged.evaluation, judged.attacked
 
     gallery = []  # thumbnails: the page shows them small; the download stays full resolution
@@ -338,42 +310,16 @@ def protect_photo(
     png_path = _save_download(result.pixels)
     q = ev.quality
     notices = loaded.notices + result.notices
-    status = result.info.get("success")
     summary = "\n".join(
         [
-            f"**{len(result.faces)} face(s) protected** with `{method}`"
-            + (
-                f" at L-inf {eps:g}/255"
-                if hasattr(protection, "eps")
-                else f" at strength {protection.strength:g}"
-                if getattr(protection, "strength_label", "")
-                else ""
-            )
-            + f" in **{result.seconds:.1f} s**"
-            + (
-                f" ({result.info.get('steps')} steps against {', '.join(result.info.get('attacked', []))}: "
-                f"{'goal reached' if status else 'goal NOT reached'} on the 8-bit image)."
-                if "steps" in result.info
-                else "."
-            ),
-        ]
-        + (
-            [
-                "Targeted: each face was steered towards target identity "
-                + ", ".join("#" + str(t + 1) for t in sorted({t for face in result.info["targets_used"] for t in face}))
-                + " of the target photos."
-            ]
-            if result.info.get("targets_used")
-            else []
-        )
-        + [
+            protection.describe(result),
             f"Image quality: PSNR **{q['psnr']:.1f} dB**, SSIM **{q['ssim']:.4f}**, max change **{q['linf']}** "
             f"grey levels. Judged on the downloadable 8-bit PNG in {ev.seconds:.1f} s.",
         ]
         + [f"- {n}" for n in notices]
     )
     if method == "apf" and len(result.faces):
-        summary += "\n\n" + apf_parts_table(loaded.pixels, result, eps)
+        summary += "\n\n" + apf_parts_table(loaded.pixels, result, protection.eps)
     region = face_region(loaded.pixels.shape, result.faces.boxes if len(result.faces) else ev.faces.boxes)
     return PageResult(
         loaded.pixels,

@@ -86,20 +86,11 @@ class Knob:
 MAX_STEPS: int = _int("FACESHIELD_MAX_STEPS", 300)
 LAB_MAX_STEPS: int = _int("FACESHIELD_LAB_MAX_STEPS", 100)
 
-# Every numeric input of the page. Budgets are grey levels of 255 (L-inf, or RMS for L2).
+# The Attack lab's numeric inputs. The Protect page's (budget, iterations, an obfuscation's
+# strength) are declared with each protection (protections.base.Param: page_low/page_high).
 KNOBS: dict[str, Knob] = {
-    "eps": Knob("The budget (grey levels of 255)", 1, 16),
-    "steps": Knob("Maximum iterations", 10, MAX_STEPS, integer=True),
     "lab_eps": Knob("The lab's budget (grey levels of 255)", 1, 16),
     "lab_steps": Knob("The lab's iterations", 5, LAB_MAX_STEPS, integer=True),
-}
-# Each obfuscation's own strength, by method key (the default lives with the method). Blur
-# time grows linearly with sigma (its kernel is ~6 sigma wide): on a 2048 px region 8% took
-# 11 s and 25% took 63 s on one busy core. Beyond 64 blocks pixelation hides little.
-STRENGTH_KNOBS: dict[str, Knob] = {
-    "blur": Knob("Blur strength (sigma, % of the face size)", 1, 20),
-    "pixelate": Knob("Pixelate strength (blocks across the face)", 1, 64, integer=True),
-    "mask": Knob("Mask grey level", 0, 255),
 }
 
 

@@ -1,34 +1,27 @@
-"""The protection methods, by CLI name. Each entry builds a protection from keyword options."""
+"""The protection methods, by CLI name: every Protection subclass registered with @register.
 
+Importing this package imports each method's module, which registers it (base.register); a
+protection defined anywhere else is registered the same way when its module is imported.
+"""
+
+# ruff: noqa: I001  (the imports' order is the registry's: the page's and --help's order)
 from __future__ import annotations
 
-import inspect
-
-from faceshield.protections.apf import APF
-from faceshield.protections.base import ProtectionResult, merge_faces, region_mask
-from faceshield.protections.ddm import DDMEncryption
+from faceshield.protections.base import REGISTRY, Param, Protection, ProtectionResult, merge_faces, region_mask
+from faceshield.protections.base import register
 from faceshield.protections.detector_pgd import DetectorPGD
 from faceshield.protections.generator import GeneratorProtection
-from faceshield.protections.obfuscation import GaussianBlur, GaussianNoise, Pixelate, SolidMask
 from faceshield.protections.tip_im import TIPIM
+from faceshield.protections.apf import APF
+from faceshield.protections.obfuscation import GaussianBlur, GaussianNoise, Pixelate, SolidMask
+from faceshield.protections.ddm import DDMEncryption
 
-METHODS = {
-    cls.key: cls
-    for cls in [
-        DetectorPGD,
-        GeneratorProtection,
-        TIPIM,
-        APF,
-        GaussianBlur,
-        Pixelate,
-        SolidMask,
-        DDMEncryption,
-        GaussianNoise,
-    ]
-}
+METHODS = REGISTRY  # key -> Protection subclass; registering adds to it
 
 __all__ = [
     "METHODS",
+    "Param",
+    "Protection",
     "ProtectionResult",
     "DetectorPGD",
     "GeneratorProtection",
@@ -40,9 +33,12 @@ __all__ = [
     "DDMEncryption",
     "GaussianNoise",
     "build",
+    "check_options",
+    "declared",
     "method_key",
     "merge_faces",
     "region_mask",
+    "register",
 ]
 
 
@@ -54,29 +50,42 @@ def method_key(spec: str) -> str:
     return key
 
 
-def build(key: str, **options):
-    """A protection by CLI name, e.g. build("detector-pgd", eps=8) or build("blur@16").
+def build(key: str, **knobs) -> Protection:
+    """A protection by CLI name from one shared set of knobs, e.g. build("detector-pgd", eps=8)
+    or build("blur@16").
 
-    "name@value" sets the strength (obfuscations at several strengths in one bench run).
-    Options another method takes but this one does not are dropped, so the UI, the CLI and the
-    bench can pass one set of knobs (eps, steps, strength, attack, ...) to any method; an option
-    that no method takes (a misspelling) is a TypeError naming the options there are.
+    "name@value" sets the strength (obfuscations at several strengths in one bench run). The
+    page, compare and the bench pass one set of knobs (eps, steps, strength, attack, ...) to any
+    method: the knobs another protection declares but this one does not are dropped, and None
+    means "this protection's default". A knob no protection declares (a misspelling) is a
+    TypeError naming the options there are. To be strict, call the class: METHODS[key](**options)
+    refuses any option it does not declare.
     """
     if "@" in key:
-        options = {**options, "strength": float(key.split("@", 1)[1])}
+        knobs = {**knobs, "strength": float(key.split("@", 1)[1])}
     cls = METHODS[method_key(key)]
-    unknown = sorted(set(options) - _options_of_any_method())
+    check_options(list(METHODS), knobs)
+    names = set(cls.param_names())
+    return cls(**{k: v for k, v in knobs.items() if k in names and v is not None})
+
+
+def check_options(keys, options) -> None:
+    """TypeError unless every option in `options` is declared by at least one of the protections
+    `keys` (one key: exactly that protection's options)."""
+    keys = [method_key(k) for k in keys]
+    allowed = set().union(*(METHODS[k].param_names() for k in keys))
+    unknown = sorted(set(options) - allowed)
     if unknown:
-        raise TypeError(
-            f"unknown option(s) {', '.join(unknown)}; options: {', '.join(sorted(_options_of_any_method()))}"
-        )
-    accepted = _options(cls)
-    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+        whose = keys[0] if len(keys) == 1 else "these protections"
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for {whose}; options: {', '.join(sorted(allowed))}")
 
 
-def _options(cls) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
-
-
-def _options_of_any_method() -> set[str]:
-    return set().union(*(_options(cls) for cls in METHODS.values()))
+def declared(keys=None) -> dict[str, list[tuple[str, Param]]]:
+    """Every option name declared by the protections `keys` (default: all), in the order they
+    are first declared, with each (protection key, its Param): what the CLI's flags, the page's
+    controls and the checks of the page's inputs are made from."""
+    out: dict[str, list[tuple[str, Param]]] = {}
+    for key in keys or METHODS:
+        for p in METHODS[key].params:
+            out.setdefault(p.name, []).append((key, p))
+    return out

@@ -28,7 +28,17 @@ import torch
 from faceshield import models, settings, weights
 from faceshield.models import Detections
 from faceshield.models.alignment import FivePoints, similarity, template, unwarp, warp
-from faceshield.protections.base import ProtectionResult
+from faceshield.protections.base import (
+    EPS,
+    SEED,
+    SUBSET,
+    WEIGHTS,
+    Budget,
+    Param,
+    Protection,
+    ProtectionResult,
+    register,
+)
 from faceshield.protections.generator import PerturbationGenerator
 
 WEIGHTS_FILE = "apf.safetensors"
@@ -91,14 +101,9 @@ def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
     return net.eval(), tensors["uap"]
 
 
-class APF:
+@register
+class APF(Protection):
     """Hide identities with the adversarial privacy-preserving filter.
-
-    Args:
-        eps: L-inf budget in grey levels (default 8; the networks were trained at 8).
-        parts: any of "gradient", "transfer", "uap" (default all three).
-        probe_steps: sign-gradient steps of the probe on the device (default 3).
-        weights_path: a .safetensors file to use instead of the shipped one.
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -111,20 +116,25 @@ class APF:
     title = "Hide identity (APF filter)"
     summary = "end/server split: probe gradient, learned gradient transfer, universal perturbation (Zhang et al.)"
     attacks = ("sface", "dlib-resnet-torch", "facenet")  # probe + the ensemble the networks were trained on
+    hides, per_face_cost = "identity", True
+    params = (
+        EPS.but(help="L-inf budget in grey levels (the networks were trained at 8)"),
+        Param(
+            "parts",
+            PARTS,
+            "which of its three parts to use: gradient, transfer, uap",
+            kind=SUBSET,
+            choices=PARTS,
+            flag="--parts",
+            tag="{value}",
+        ),
+        Param("probe_steps", 3, "sign-gradient steps of the probe on the device", low=0),
+        WEIGHTS,
+        SEED,
+    )
 
-    def __init__(
-        self,
-        eps: float = 8,
-        parts: tuple[str, ...] = PARTS,
-        probe_steps: int = 3,
-        weights_path: str | None = None,
-        seed: int = 0,
-    ):
-        unknown = set(parts) - set(PARTS)
-        if unknown or not parts:
-            raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts}")
-        self.eps, self.parts, self.probe_steps = eps, tuple(parts), probe_steps
-        self.weights_path, self.seed = weights_path, seed
+    def load_weights(self) -> None:
+        load_apf(self.weights_path)
 
     @property
     def attack(self) -> tuple[str, ...]:
@@ -149,6 +159,7 @@ class APF:
                 time.perf_counter() - start,
                 {"faces": 0},
                 ["No face found: there is no identity to hide; the photo was left unchanged."],
+                budget=Budget("linf", self.eps, 0.0),
             )
         transfer, uap = load_apf(self.weights_path) if {"transfer", "uap"} & set(self.parts) else (None, None)
         probe = models.load(PROBE)
@@ -188,4 +199,6 @@ class APF:
             "seconds_server": round(t_server, 3),
             "server_receives": f"a {CROP}x{CROP}x3 gradient per face (never the photo)",
         }
-        return ProtectionResult(out, faces, time.perf_counter() - start, info)
+        return ProtectionResult(
+            out, faces, time.perf_counter() - start, info, budget=Budget.measure("linf", self.eps, pixels, out)
+        )

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from faceshield import weights
-from faceshield.protections.obfuscation import _Obfuscation
+from faceshield.protections.base import WEIGHTS, Param, register
+from faceshield.protections.obfuscation import _COMMON, _Obfuscation
 
 WEIGHTS_FILE = "ddm.safetensors"
 CROP = 128
@@ -148,16 +149,21 @@ def _through(net: nn.Module, patch: np.ndarray) -> np.ndarray:
     return (y[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
 
 
+@register
 class DDMEncryption(_Obfuscation):
-    """strength: ignored (the encryption is all or nothing); weights_path: another checkpoint."""
+    """Learned encryption of the face regions (reversible by the holder of the decryption network)."""
 
     key, title = "ddm", "Obfuscate: DDM encryption"
     summary = "learned encryption of the face regions that maximises the distribution discrepancy (DDM)"
-    default_strength = 1.0
+    reversible = True
+    params = (
+        Param("strength", 1.0, "ignored (the encryption is all or nothing)", flag="--strength", tag=""),
+        *_COMMON,
+        WEIGHTS,
+    )
 
-    def __init__(self, strength: float | None = None, whole_image: bool = False, weights_path: str | None = None):
-        super().__init__(strength, whole_image)
-        self.weights_path = weights_path
+    def load_weights(self) -> None:
+        load_codecs(self.weights_path)
 
     def obscure(self, patch):
         return _through(load_codecs(self.weights_path)[0], patch)

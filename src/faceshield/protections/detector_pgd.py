@@ -20,32 +20,28 @@ from tqdm.auto import tqdm
 from faceshield import settings
 from faceshield.models import Detections
 from faceshield.protections.base import (
+    ATTACK,
+    EPS,
+    FACE_MARGIN,
+    STEPS,
+    WHOLE_IMAGE,
+    Budget,
+    Param,
+    Protection,
     ProtectionResult,
     check_stop,
     merge_faces,
     momentum_step,
     region_mask,
+    register,
     to_uint8,
     white_box_models,
 )
 
 
-class DetectorPGD:
+@register
+class DetectorPGD(Protection):
     """Hide faces from face detectors.
-
-    Args:
-        eps: L-inf budget in grey levels (default 8, i.e. 8/255).
-        steps: maximum iterations (default 80).
-        step_size: grey levels per step (default 1).
-        momentum: MI-FGSM decay (default 1.0).
-        attack: registry keys of the differentiable detectors to attack (default: MTCNN).
-        distortion_weight: weight of the mean squared perturbation (in grey levels) in the loss.
-        face_margin: how far around each face box (x its size) the perturbation may reach.
-        check_every: test the real detectors on the 8-bit image every this many steps.
-        extra_steps: steps kept after success, to stand some distance from the threshold.
-        whole_image: with no face found, still perturb the whole photo.
-        shrink: after success, scale the perturbation down as far as the white-box detectors
-            still miss every face (default True; costs three detector checks).
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -58,25 +54,25 @@ class DetectorPGD:
     title = "Hide from detectors (iterative)"
     summary = "per-image momentum PGD on the face scores of white-box detectors (Tong et al.)"
     attacks = ("mtcnn",)  # white-box targets by default (the bench marks them)
-
-    def __init__(
-        self,
-        eps: float = 8,
-        steps: int = 80,
-        step_size: float = 1,
-        momentum: float = 1.0,
-        attack: tuple[str, ...] = attacks,
-        distortion_weight: float = 0.0,
-        face_margin: float = 0.25,
-        check_every: int = 4,
-        extra_steps: int = 2,
-        whole_image: bool = False,
-        shrink: bool = True,
-    ):
-        self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
-        self.attack, self.distortion_weight, self.face_margin = tuple(attack), distortion_weight, face_margin
-        self.check_every, self.extra_steps, self.whole_image = check_every, extra_steps, whole_image
-        self.shrink = shrink
+    hides, per_face_cost, traceable = "faces", True, True
+    params = (
+        EPS.but(help="L-inf budget in grey levels"),
+        STEPS.but(default=80),
+        Param("step_size", 1.0, "grey levels per step", low=0),
+        Param("momentum", 1.0, "MI-FGSM decay", low=0),
+        ATTACK.but(default=attacks, help="white-box detectors to attack (registry keys)"),
+        Param("distortion_weight", 0.0, "weight of the mean squared perturbation (grey levels) in the loss", low=0),
+        FACE_MARGIN,
+        Param("check_every", 4, "test the real detectors on the 8-bit image every this many steps", low=1),
+        Param("extra_steps", 2, "steps kept after success, to stand some distance from the threshold", low=0),
+        WHOLE_IMAGE,
+        Param(
+            "shrink",
+            True,
+            "after success, scale the perturbation down as far as the white-box detectors still miss "
+            "every face (costs three detector checks)",
+        ),
+    )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
         """on_step(step, pixels_uint8, face_loss), if given, sees every iterate (the Attack lab)."""
@@ -97,11 +93,13 @@ class DetectorPGD:
                     pixels.copy(),
                     all_faces,
                     time.perf_counter() - start,
-                    {"steps": 0, "success": True},
-                    [
+                    notices=[
                         "No face found: the photo was left unchanged "
                         "(tick 'protect the whole image' to perturb it anyway)."
                     ],
+                    steps=0,
+                    success=True,
+                    budget=Budget("linf", self.eps, 0.0),
                 )
             mask = np.ones(pixels.shape[:2], np.float32)
             notices.append("No face found: the whole photo was perturbed.")
@@ -148,12 +146,9 @@ class DetectorPGD:
         scale = self._shrink(detectors, x0, delta, m, mask) if success and self.shrink else 1.0
         out = to_uint8(x0 + torch.round(delta.detach() * scale) * m)
         info = {
-            "steps": steps_done,
-            "success": bool(success),
             "face_loss": history,
             "attacked": [d.name for d in detectors],
             "unavailable_attacked": missing,
-            "faces_protected": int(len(all_faces)),
             "perturbation_scale": scale,
         }
         if not success:
@@ -161,7 +156,16 @@ class DetectorPGD:
                 f"After {steps_done} steps a white-box detector still finds a face: "
                 "raise the budget or the number of steps."
             )
-        return ProtectionResult(out, all_faces, time.perf_counter() - start, info, notices)
+        return ProtectionResult(
+            out,
+            all_faces,
+            time.perf_counter() - start,
+            info,
+            notices,
+            steps=steps_done,
+            success=bool(success),
+            budget=Budget.measure("linf", self.eps, pixels, out),
+        )
 
     def _shrink(self, detectors, x0, delta, m, mask, checks: int = 3) -> float:
         """The smallest scaling of the perturbation (bisection in [0.3, 1], `checks` checks on

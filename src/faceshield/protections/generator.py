@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from faceshield import settings, weights
 from faceshield.models import Detections
-from faceshield.protections.base import ProtectionResult
+from faceshield.protections.base import EPS, WEIGHTS, Budget, Protection, ProtectionResult, register
 
 WEIGHTS_FILE = "perturbation_generator.safetensors"
 
@@ -90,12 +90,9 @@ def load_generator(path=None) -> PerturbationGenerator:
     return model.eval()
 
 
-class GeneratorProtection:
+@register
+class GeneratorProtection(Protection):
     """Hide faces from detectors in one forward pass of the trained generator.
-
-    Args:
-        eps: L-inf budget in grey levels (default 8; the network was trained at 8).
-        weights_path: a .safetensors file to use instead of the shipped one.
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -107,9 +104,11 @@ class GeneratorProtection:
     title = "Hide from detectors (instant generator)"
     summary = "one forward pass of a perturbation generator trained against white-box detectors (Tong et al.)"
     attacks = ("mtcnn",)  # replaced by what the loaded weights say they were trained against
+    hides, per_face_cost = "faces", True
+    params = (EPS.but(help="L-inf budget in grey levels (the network was trained at 8)"), WEIGHTS)
 
-    def __init__(self, eps: float = 8, weights_path: str | None = None):
-        self.eps, self.weights_path = eps, weights_path
+    def load_weights(self) -> None:
+        self.network()
 
     @property
     def attack(self) -> tuple[str, ...]:
@@ -133,5 +132,9 @@ class GeneratorProtection:
         out = (x0 + delta).clamp(0, 255)[0].permute(1, 2, 0).byte().cpu().numpy()
         info = {"passes": 1, "eps": self.eps, "attacked": list(self.attack)}
         return ProtectionResult(
-            out, faces if faces is not None else Detections.empty(), time.perf_counter() - start, info
+            out,
+            faces if faces is not None else Detections.empty(),
+            time.perf_counter() - start,
+            info,
+            budget=Budget.measure("linf", self.eps, pixels, out),
         )

@@ -34,6 +34,15 @@ from tqdm.auto import tqdm
 from faceshield import models, settings
 from faceshield.models import Detections
 from faceshield.protections.base import (
+    ATTACK,
+    EPS,
+    FACE_MARGIN,
+    PHOTOS,
+    SEED,
+    STEPS,
+    Budget,
+    Param,
+    Protection,
     ProtectionResult,
     check_stop,
     feature_dropout,
@@ -42,44 +51,15 @@ from faceshield.protections.base import (
     mid_features,
     momentum_step,
     region_mask,
+    register,
     to_uint8,
     white_box_models,
 )
 
 
-class TIPIM:
+@register
+class TIPIM(Protection):
     """Hide identities from face recognisers: dodging, or steering towards target identities.
-
-    Args:
-        eps: budget in grey levels (default 8): the L-inf bound, or with norm="l2" the RMS
-            change over the face regions (L2 norm = eps x sqrt(values in the face regions)).
-        norm: "linf" (default) or "l2", the paper's other budget: an L2 ball lets the mask
-            put more change where it matters and less elsewhere.
-        steps: maximum iterations (default 60).
-        step_size: grey levels per step (default 1); under L2, 1/8 of the radius per unit.
-        momentum: MI-FGSM decay (default 1.0).
-        attack: differentiable recognisers to attack (default: every one in the registry).
-        mode: "dodging" (just do not match) or "targeted" (match a target identity).
-        targets: photos (H, W, 3) uint8, one target face each (the largest); default for
-            targeted mode: the faces in the example photos shipped by installed packages.
-        margin: how far beyond each recogniser's threshold to go, as a fraction (default 0.25).
-        landmark_jitter: std of the landmark noise per step, x face size (default 0.015; 0: off).
-        mmd_weight: weight of the MMD naturalness term (default 1.0; 0 switches it off).
-        diversity: probability of a random down-scale per step (default 0.5; 0 switches it off).
-        robust: expectation over JPEG re-compression and down-scaling to 0.5x (slower).
-        insert_every: greedy insertion of a target identity is considered every this many steps.
-        face_margin: how far around each face box (x its size) the mask may reach (default 0.1).
-        model_dropout: model augmentation for transfer to unseen recognisers: dropout with this
-            probability on every convolution output of the attacked recognisers during the
-            attack steps (DFANet, Zhong and Deng 2020; 0 switches it off).
-        feature_weight: weight of a feature-level objective (0 switches it off): each attacked
-            recogniser's intermediate feature map (the convolution at `feature_depth` of its
-            depth) is pushed away from the clean face's, relative to its size; intermediate
-            features are shared across networks more than embeddings are.
-        feature_depth: where that feature map is taken (0-1 through the network, default 0.5).
-        smoothing: translation-invariant gradients (TI, Dong et al. 2019): each step's gradient
-            is blurred with a Gaussian of this std x the face size (0 switches it off), which
-            favours the smoother masks that transfer to other recognisers.
 
     Shapes: pixels (H, W, 3) uint8 in, ProtectionResult.pixels (H, W, 3) uint8 out.
 
@@ -93,43 +73,107 @@ class TIPIM:
     title = "Hide identity (TIP-IM mask)"
     summary = "adversarial identity mask against differentiable recognisers, dodging or targeted (Yang et al.)"
     attacks = tuple(models.names(kind="recogniser", differentiable=True))
-
-    def __init__(
-        self,
-        eps: float = 8,
-        steps: int = 60,
-        step_size: float = 1,
-        momentum: float = 1.0,
-        attack: tuple[str, ...] = attacks,
-        mode: str = "dodging",
-        targets: list | None = None,
-        margin: float = 0.25,
-        mmd_weight: float = 1.0,
-        landmark_jitter: float = 0.015,
-        diversity: float = 0.5,
-        robust: bool = False,
-        insert_every: int = 10,
-        face_margin: float = 0.1,
-        check_every: int = 5,
-        extra_steps: int = 3,
-        seed: int = 0,
-        norm: str = "linf",
-        model_dropout: float = 0.0,
-        smoothing: float = 0.0,
-        feature_weight: float = 0.0,
-        feature_depth: float = 0.5,
-    ):
-        if mode not in ("dodging", "targeted"):
-            raise ValueError(f"mode must be 'dodging' or 'targeted', not {mode!r}")
-        if norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
-        self.norm, self.model_dropout, self.smoothing = norm, model_dropout, smoothing
-        self.feature_weight, self.feature_depth = feature_weight, feature_depth
-        self.eps, self.steps, self.step_size, self.momentum = eps, steps, step_size, momentum
-        self.attack, self.mode, self.target_photos = tuple(attack), mode, targets
-        self.margin, self.mmd_weight, self.robust = margin, mmd_weight, robust
-        self.diversity, self.face_margin, self.landmark_jitter = diversity, face_margin, landmark_jitter
-        self.insert_every, self.check_every, self.extra_steps, self.seed = insert_every, check_every, extra_steps, seed
+    hides, per_face_cost, traceable = "identity", True, True
+    identity = "Identity mask (TIP-IM)"  # the page's heading for its options
+    params = (
+        EPS.but(
+            help="budget in grey levels: the L-inf bound, or with norm l2 the RMS change over the face "
+            "regions (L2 norm = eps x sqrt(values in the face regions))"
+        ),
+        STEPS.but(default=60),
+        Param("step_size", 1.0, "grey levels per step; under L2, 1/8 of the radius per unit", low=0),
+        Param("momentum", 1.0, "MI-FGSM decay", low=0),
+        ATTACK.but(default=attacks, help="differentiable recognisers to attack"),
+        Param(
+            "mode",
+            "dodging",
+            "dodging (just do not match) or targeted (match a target identity)",
+            choices=("dodging", "targeted"),
+            flag="--mode",
+            group=identity,
+            label="Identity goal",
+            what="The identity goal",
+            choice_labels=("Dodging: just do not match", "Targeted: look like a target identity"),
+            tag="{value}",
+        ),
+        Param(
+            "targets",
+            None,
+            "targeted: photos of target identities, one face each (the largest); default: the faces in "
+            "the example photos shipped by installed packages",
+            kind=PHOTOS,
+            flag="--target",
+            metavar="PHOTO",
+            group=identity,
+            label="Target identities (photos; default: built-in faces of example photos)",
+            what="target identity photos",
+            tag="",
+        ),
+        Param(
+            "margin",
+            0.25,
+            "how far beyond each recogniser's threshold to push, as a fraction (more transfers better to "
+            "unseen recognisers and costs PSNR)",
+            low=0,
+            flag="--margin",
+            tag="margin {value}",
+        ),
+        Param("mmd_weight", 1.0, "weight of the MMD naturalness term (0 switches it off)", low=0),
+        Param("landmark_jitter", 0.015, "std of the landmark noise per step, x face size (0: off)", low=0),
+        Param("diversity", 0.5, "probability of a random down-scale per step (0 switches it off)", low=0, high=1),
+        Param(
+            "robust",
+            False,
+            "expectation over JPEG re-compression and down-scaling to 0.5x, to survive re-compression (slower)",
+            flag="--robust",
+            group=identity,
+            label="Survive JPEG re-compression and resizing (slower)",
+            what="Survive JPEG re-compression",
+            tag="robust",
+        ),
+        Param(
+            "norm",
+            "linf",
+            "linf, or l2, the paper's other budget: an L2 ball lets the mask put more change where it "
+            "matters and less elsewhere",
+            choices=("linf", "l2"),
+            flag="--norm",
+            group=identity,
+            label="What the strength bounds",
+            choice_labels=("Max change per pixel (L-inf)", "Average (RMS) change over the faces (L2)"),
+            tag="L2 {eps}",
+        ),
+        Param("insert_every", 10, "greedy insertion of a target identity is considered every this many steps", low=1),
+        FACE_MARGIN.but(default=0.1),
+        Param("check_every", 5, "test the recognisers on the 8-bit image every this many steps", low=1),
+        Param("extra_steps", 3, "steps kept after success", low=0),
+        SEED,
+        Param(
+            "model_dropout",
+            0.0,
+            "model augmentation for transfer to unseen recognisers: dropout with this probability on every "
+            "convolution output of the attacked recognisers during the attack (DFANet; 0: off)",
+            low=0,
+            high=0.99,
+            flag="--model-dropout",
+            tag="model dropout {value}",
+        ),
+        Param(
+            "smoothing",
+            0.0,
+            "translation-invariant gradients (TI, Dong et al. 2019): blur each step's gradient with a "
+            "Gaussian of this std x the face size (0: off)",
+            low=0,
+        ),
+        Param(
+            "feature_weight",
+            0.0,
+            "weight of a feature-level objective: each attacked recogniser's intermediate feature map is "
+            "pushed away from the clean face's, relative to its size (0: off)",
+            low=0,
+        ),
+        Param("feature_depth", 0.5, "where that feature map is taken (0-1 through the network)", low=0, high=1),
+    )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
         """on_step(step, pixels_uint8, identity_loss), if given, sees every iterate (the Attack lab)."""
@@ -142,8 +186,10 @@ class TIPIM:
                 pixels.copy(),
                 faces,
                 time.perf_counter() - start,
-                {"steps": 0, "success": True},
-                ["No face found: there is no identity to hide; the photo was left unchanged."],
+                notices=["No face found: there is no identity to hide; the photo was left unchanged."],
+                steps=0,
+                success=True,
+                budget=Budget(self.norm, self.eps, 0.0),
             )
         generator = torch.Generator().manual_seed(self.seed)
         x0 = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None]
@@ -249,8 +295,6 @@ class TIPIM:
                 "raise the budget or the number of steps."
             )
         info = {
-            "steps": steps_done,
-            "success": bool(success),
             "identity_loss": history,
             "mode": self.mode,
             "attacked": [r.name for r in recs],
@@ -260,13 +304,34 @@ class TIPIM:
             # per face: indices into the target photos (targets, or builtin_target_photos())
             "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else [],
         }
-        return ProtectionResult(out, faces, time.perf_counter() - start, info, notices)
+        return ProtectionResult(
+            out,
+            faces,
+            time.perf_counter() - start,
+            info,
+            notices,
+            steps=steps_done,
+            success=bool(success),
+            budget=Budget.measure(self.norm, self.eps, pixels, out, mask),
+        )
+
+    def describe(self, result: ProtectionResult) -> str:
+        """The summary line, and for a targeted mask which target photos the faces now resemble."""
+        text = super().describe(result)
+        used = sorted({t for face in result.info.get("targets_used", []) for t in face})
+        if used:
+            text += (
+                "\nTargeted: each face was steered towards target identity "
+                + ", ".join(f"#{t + 1}" for t in used)
+                + " of the target photos."
+            )
+        return text
 
     def _candidates(self, recs, clean) -> tuple[list[list[torch.Tensor]], list[int]]:
         """Target embeddings [candidate][recogniser] and each one's index among the target
         photos, leaving out identities that already match a face of this photo at any
         attacked recogniser (they may be the same person)."""
-        photos = self.target_photos if self.target_photos is not None else builtin_target_photos()
+        photos = self.targets if self.targets is not None else builtin_target_photos()
         candidates, index = [], []
         for k, target in enumerate(photos):
             box = models.largest_face(target)

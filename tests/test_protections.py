@@ -1,0 +1,150 @@
+"""The declared Protection interface: a new protection is one module, and the CLI, the page, the
+bench and the checks of every input follow from its declaration."""
+
+import importlib
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TOY = '''
+import time
+
+import numpy as np
+
+from faceshield.models import Detections
+from faceshield.protections.base import Budget, Param, Protection, ProtectionResult, register
+
+
+@register
+class Invert(Protection):
+    """A toy: move every pixel towards its negative."""
+
+    key = "toy-invert"
+    title = "Toy: invert the photo"
+    summary = "inverts the photo a little (a toy protection for the registry test)"
+    params = (
+        Param("amount", 0.5, "share of the inversion", low=0, high=1, flag="--amount", group="main",
+              label="Toy amount", tag="amount {value}"),
+        Param("quirk", 3, "an option reached with --set", low=0),
+    )
+
+    def __call__(self, pixels, faces=None):
+        start = time.perf_counter()
+        x = pixels.astype(np.float32)
+        out = np.clip(np.round(x + self.amount * (255 - 2 * x)), 0, 255).astype(np.uint8)
+        budget = Budget.measure("linf", 255, pixels, out)
+        return ProtectionResult(out, Detections.empty(), time.perf_counter() - start, budget=budget)
+'''
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """The toy protection's module, written to a temporary folder and imported (registering it)."""
+    from faceshield.protections import METHODS
+
+    (tmp_path / "toy_protection.py").write_text(textwrap.dedent(TOY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("toy_protection")
+    yield module.Invert
+    METHODS.pop("toy-invert", None)
+    sys.modules.pop("toy_protection", None)
+
+
+def test_a_new_protection_reaches_the_cli_the_page_and_the_bench(toy, tmp_path, capsys):
+    import app
+    from faceshield.bench import _label, run_bench
+    from faceshield.cli import build_parser, main
+    from faceshield.protections import build
+    from faceshield.settings import InputError
+
+    # the CLI: listed in --help with its own flag; protects with it and with --set
+    protect_help = build_parser()._subparsers._group_actions[0].choices["protect"].format_help()
+    assert "toy-invert" in protect_help and "--amount" in protect_help and "toy-invert: share of the" in protect_help
+    src = tmp_path / "in" / "grey.png"
+    src.parent.mkdir()
+    Image.new("RGB", (40, 30), (100, 100, 100)).save(src)
+    out = tmp_path / "out"
+    args = ["--threads", "1", "protect", str(src), "-o", str(out), "--method", "toy-invert"]
+    assert main([*args, "--amount", "1", "--set", "quirk=4"]) == 0
+    assert Image.open(out / "grey.png").getpixel((0, 0)) == (155, 155, 155)
+    assert main([*args, "--force", "--set", "quirks=4"]) == 2  # not one of its options
+    assert "unknown option(s) quirks for toy-invert" in capsys.readouterr().err
+    assert main([*args, "--force", "--steps", "5"]) == 2  # another protection's option, given explicitly
+
+    # the page: in the dropdown, with its control; its input is checked against the declaration
+    config = app.create_demo().get_config_file()
+    dropdown = next(c for c in config["components"] if c["props"].get("label") == "Protection")
+    assert ["Toy: invert the photo", "toy-invert"] in [list(choice) for choice in dropdown["props"]["choices"]]
+    slider = next(c for c in config["components"] if c["props"].get("label") == "Toy amount")
+    assert slider["type"] == "slider" and (slider["props"]["minimum"], slider["props"]["maximum"]) == (0, 1)
+    assert "amount" in app.protect_inputs()
+    upload = {"path": str(src)}
+    with pytest.raises(InputError, match="Toy amount must be between 0 and 1"):
+        app.page_inputs({"image_path": upload, "method": "toy-invert", "amount": 2})
+    assert app.page_inputs({"image_path": upload, "method": "toy-invert", "amount": 0.25})["amount"] == 0.25
+    assert dict(zip(app.page_options(), app.method_controls("toy-invert")))["amount"]["visible"]
+    assert not dict(zip(app.page_options(), app.method_controls("blur")))["amount"]["visible"]
+
+    # the bench: a row labelled from the declaration, the shared knobs of other methods dropped
+    assert _label("toy-invert", {"eps": 8, "amount": 0.25, "steps": 10}) == "toy-invert [amount 0.25]"
+    assert build("toy-invert", eps=8, amount=0.25).amount == 0.25
+    data = tmp_path / "faces" / "detection"
+    data.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (120, 110, 100)).save(data / "plain.jpg")
+    (data / "boxes.json").write_text(json.dumps({"plain.jpg": []}))
+    results = run_bench(tmp_path / "faces", ["toy-invert"], {"amount": 0.25}, out_dir=tmp_path / "bench", limit=1)
+    assert "toy-invert [amount 0.25]" in results["methods"]
+
+
+def test_options_are_declared_and_checked():
+    from faceshield.protections import METHODS, TIPIM, build, check_options
+
+    with pytest.raises(TypeError, match="tip-im takes no option"):
+        TIPIM(shrink=True)  # detector-pgd's option: the class takes only its own
+    with pytest.raises(TypeError, match="unknown option"):
+        build("tip-im", smoothnes=0.1)  # no protection's option
+    assert build("blur", eps=8, steps=5).strength == 8  # the shared knobs of other methods: dropped
+    with pytest.raises(ValueError, match="between 0 and 0.99"):
+        TIPIM(model_dropout=2)
+    with pytest.raises(ValueError, match="among: gradient, transfer, uap"):
+        build("apf", parts=("gradient", "magic"))
+    check_options(["detector-pgd", "tip-im"], {"smoothing": 0.1, "shrink": False})
+    with pytest.raises(TypeError):
+        check_options(["detector-pgd"], {"smoothing": 0.1})
+    for key, cls in METHODS.items():
+        assert cls.key == key and cls.title and cls.summary, key
+        assert "Args:" in cls.__doc__ or not cls.params, key  # the docstring lists the declared options
+        cls()  # every declared default is valid
+
+
+def test_summaries_say_what_was_done():
+    """describe(): the budget really used (L2 as L2, not L-inf), the faces protected, the steps."""
+    from faceshield.models import Detections
+    from faceshield.protections import TIPIM, GeneratorProtection, build
+    from faceshield.protections.base import Budget, ProtectionResult
+
+    face = Detections(np.array([[10, 10, 50, 50]], np.float32), np.array([0.9], np.float32))
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    after = pixels.copy()
+    after[20:30, 20:30] = 2
+    mask = np.zeros((64, 64), np.float32)
+    mask[10:50, 10:50] = 1
+    budget = Budget.measure("l2", 3, pixels, after, mask)
+    assert budget.norm == "l2" and budget.used == pytest.approx(2 * np.sqrt(100 / 1600))
+    result = ProtectionResult(after, face, 1.0, {"attacked": ["FaceNet"]}, steps=12, success=True, budget=budget)
+    text = TIPIM(norm="l2", eps=3).describe(result)
+    assert "L2 (RMS over the faces) 3/255" in text and "L-inf" not in text
+    assert "**1 face(s) protected** with `tip-im`" in text and "12 steps against FaceNet: goal reached" in text
+    assert result.info["steps"] == 12 and result.info["success"]  # older readers of info still see them
+    generated = ProtectionResult(after, face, 0.2, budget=Budget.measure("linf", 8, pixels, after))
+    assert "**1 face(s) protected** with `generator` at L-inf 8/255 (used 2)" in GeneratorProtection().describe(
+        generated
+    )
+    whole = ProtectionResult(after, Detections.empty(), 0.2, budget=Budget.measure("linf", 8, pixels, after))
+    assert "**The whole photo protected**" in GeneratorProtection().describe(whole)
+    blur = build("blur", strength=4)
+    assert "at strength 4" in blur.describe(ProtectionResult(after, face, 0.1))
