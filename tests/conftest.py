@@ -56,11 +56,11 @@ def protect_args(path, **kw) -> dict:
         "eps": 8,
         "steps": 80,
         "whole_image": False,
-        "strength": None,
         "mode": "dodging",
-        "robust": False,
         "targets": None,
+        "robust": False,
         "norm": "linf",
+        "strength": None,
         "slow_judges": False,
         "reference_path": None,
     }

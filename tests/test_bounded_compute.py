@@ -146,7 +146,12 @@ def test_a_client_that_disconnects_stops_its_attack(client, face):
     fn_index = next(i for i, fn in app.demo.fns.items() if fn.api_name == "protect")
     httpx.post(
         f"{url}gradio_api/queue/join",
-        json={"data": list(args.values()), "fn_index": fn_index, "session_hash": session, "event_data": None},
+        json={
+            "data": [args[name] for name in app.protect_inputs()],
+            "fn_index": fn_index,
+            "session_hash": session,
+            "event_data": None,
+        },
     ).raise_for_status()
     start = base.steps_checked
     with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=60) as stream:

@@ -148,3 +148,32 @@ def test_summaries_say_what_was_done():
     assert "**The whole photo protected**" in GeneratorProtection().describe(whole)
     blur = build("blur", strength=4)
     assert "at strength 4" in blur.describe(ProtectionResult(after, face, 0.1))
+
+
+def test_one_face_box_policy_tensor_convention_and_weights_loader():
+    """boxes.grow covers the grown box (outwards, clipped), boxes.largest picks by area; photos go
+    to (1, 3, H, W) tensors and back unchanged; every trained network loads through one reader."""
+    from faceshield import weights
+    from faceshield.boxes import grow, largest
+    from faceshield.protections.apf import load_apf
+    from faceshield.protections.ddm import load_codecs
+    from faceshield.protections.obfuscation import face_region
+    from faceshield.tensors import to_tensor, to_uint8
+
+    assert grow((10.5, 20.5, 30.5, 40.5), 0.1, (100, 100)) == (18, 43, 8, 33)
+    assert grow((0, 0, 50, 50), 1.0, (60, 80, 3)) == (0, 60, 0, 80)
+    assert face_region((10.5, 20.5, 30.5, 40.5), (100, 100), 0.1) == grow((10.5, 20.5, 30.5, 40.5), 0.1, (100, 100))
+    assert largest([[0, 0, 10, 10], [0, 0, 30, 5], [5, 5, 25, 25]]) == 2
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    x = to_tensor(pixels)
+    assert x.shape == (1, 3, 7, 5) and float(x.max()) <= 255
+    assert np.array_equal(to_uint8(x), pixels) and np.array_equal(
+        to_uint8(to_tensor(pixels, unit=True), unit=True), pixels
+    )
+    trained = weights.load_trained(None, "ddm.safetensors")
+    assert trained.part("encrypt") and all(not k.startswith("encrypt.") for k in trained.part("encrypt"))
+    encrypt, _ = load_codecs()
+    transfer, uap = load_apf()
+    for net in (encrypt, transfer):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert uap.shape[0] == 3

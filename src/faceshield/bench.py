@@ -22,6 +22,7 @@ from faceshield.metrics import average_precision, image_quality, match_detection
 from faceshield.models import Detections
 from faceshield.protections import METHODS, build, method_key
 from faceshield.protections.obfuscation import face_region
+from faceshield.tensors import to_tensor
 
 
 def _photos(dataset: Path, limit: int | None) -> list[tuple[Path, np.ndarray | None]]:
@@ -519,7 +520,7 @@ def _zoo_timing(loaded: dict, repeats: int) -> dict:
 
     pixels = load_image(example_photos()["zidane"]).pixels  # 1280 x 720, two faces
     box = models.largest_face(pixels)
-    x0 = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
+    x0 = to_tensor(pixels, unit=True)
     region = torch.ones(pixels.shape[:2])
 
     def median(fn) -> float:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceshield import models
+from faceshield.boxes import largest
 from faceshield.metrics import box_iou, image_quality
 from faceshield.models import Detections
 from faceshield.protections.base import merge_faces
@@ -118,8 +119,7 @@ def evaluate(
         t = time.perf_counter()
         ref_embedding = None
         if ref_faces is not None and len(ref_faces):
-            largest = int(np.argmax(np.prod(ref_faces.boxes[:, 2:] - ref_faces.boxes[:, :2], axis=1)))
-            ref_embedding = rec.embed(reference, ref_faces.boxes[largest])
+            ref_embedding = rec.embed(reference, ref_faces.boxes[largest(ref_faces.boxes)])
         matches = []
         for i, box in enumerate(faces.boxes):
             # Both photos are read at the clean face box: the recogniser is given the face even

@@ -111,3 +111,35 @@ def cached_conversion(cache_path: Path, model, convert, source):
         tmp.replace(cache_path)  # atomic: concurrent processes never read half a file
     model.load_state_dict(load_file(str(cache_path)))
     return model.eval()
+
+
+@dataclass(frozen=True)
+class TrainedFile:
+    """A trained network's safetensors file as read: its path, tensors and metadata (str -> str)."""
+
+    path: Path
+    tensors: dict
+    meta: dict[str, str]
+
+    def part(self, prefix: str) -> dict:
+        """The state dict of one network stored under `prefix.` (APF's transfer.*, DDM's encrypt.*)."""
+        return {k[len(prefix) + 1 :]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+def load_trained(path=None, default: str = "") -> TrainedFile:
+    """One of FaceShield's trained networks (generator, APF, DDM): the safetensors file at `path`,
+    else weights/<default> (WeightsUnavailable when it is missing)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path or resolve(RepoFile(default)))
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return TrainedFile(path, load_file(str(path)), meta)
+
+
+def frozen(module):
+    """`module` in eval mode with its weights' gradients off: a shipped network is only run."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

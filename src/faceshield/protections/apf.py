@@ -40,6 +40,7 @@ from faceshield.protections.base import (
     register,
 )
 from faceshield.protections.generator import PerturbationGenerator
+from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "apf.safetensors"
 CROP, ZOOM = 192, 0.55  # the aligned working crop: 192 px, face at 0.55 x the ArcFace scale
@@ -86,19 +87,11 @@ def normalise_gradient(g: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
     """(transfer network, universal perturbation in [-1, 1] x eps) from weights/apf.safetensors."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = path or weights.resolve(weights.RepoFile(WEIGHTS_FILE))
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(str(path))
-    net = PerturbationGenerator(int(meta.get("width", 16)), int(meta.get("blocks", 3)))
-    net.load_state_dict({k[len("transfer.") :]: v for k, v in tensors.items() if k.startswith("transfer.")})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    net.trained_against = tuple(meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(","))
-    return net.eval(), tensors["uap"]
+    trained = weights.load_trained(path, WEIGHTS_FILE)
+    net = PerturbationGenerator(int(trained.meta.get("width", 16)), int(trained.meta.get("blocks", 3)))
+    net.load_state_dict(trained.part("transfer"))
+    net.trained_against = tuple(trained.meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(","))
+    return weights.frozen(net), trained.tensors["uap"]
 
 
 @register
@@ -165,7 +158,7 @@ class APF(Protection):
         probe = models.load(PROBE)
         points = FivePoints()
         generator = torch.Generator().manual_seed(self.seed)
-        x0 = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None]
+        x0 = to_tensor(pixels)
         total = torch.zeros_like(x0)
         t_end = t_server = 0.0
         for box in faces.boxes:
@@ -189,7 +182,7 @@ class APF(Protection):
             footprint = unwarp(torch.ones_like(delta[:, :1]), a, pixels.shape[:2])
             total = total * (1 - footprint) + unwarp(delta, a, pixels.shape[:2])  # later faces win overlaps
         out = (x0 + torch.round(total.clamp(-self.eps, self.eps))).clamp(0, 255)
-        out = out[0].permute(1, 2, 0).byte().numpy()
+        out = to_uint8(out)
         info = {
             "faces": len(faces),
             "parts": list(self.parts),

@@ -29,8 +29,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from faceshield.boxes import grow
 from faceshield.models import Detections
 from faceshield.settings import MAX_STEPS, Knob
+from faceshield.tensors import to_uint8  # noqa: F401 (the attacks' import place)
 
 
 @dataclass(frozen=True)
@@ -373,12 +375,9 @@ def region_mask(shape: tuple[int, int], boxes: np.ndarray, margin: float = 0.25)
     Confining the perturbation to the faces is what keeps PSNR high: the same budget spread
     over the whole photo costs ~30 dB at 8/255.
     """
-    h, w = shape
-    mask = np.zeros((h, w), np.float32)
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4):
-        mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
-        c0, c1 = int(max(0, np.floor(x1 - mw))), int(min(w, np.ceil(x2 + mw)))
-        r0, r1 = int(max(0, np.floor(y1 - mh))), int(min(h, np.ceil(y2 + mh)))
+    mask = np.zeros(shape[:2], np.float32)
+    for box in np.asarray(boxes, np.float32).reshape(-1, 4):
+        r0, r1, c0, c1 = grow(box, margin, shape)
         mask[r0:r1, c0:c1] = 1.0
     return mask
 
@@ -455,11 +454,6 @@ def white_box_models(keys) -> tuple[list, dict[str, str]]:
     if not usable:
         raise RuntimeError(f"no white-box model available among {tuple(keys)}: {missing}")
     return usable, missing
-
-
-def to_uint8(x) -> np.ndarray:
-    """(1, 3, H, W) tensor in grey levels -> (H, W, 3) uint8, rounded and clipped."""
-    return x.detach()[0].permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
 
 
 class feature_dropout:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from faceshield import weights
 from faceshield.protections.base import WEIGHTS, Param, register
 from faceshield.protections.obfuscation import _COMMON, _Obfuscation
+from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "ddm.safetensors"
 CROP = 128
@@ -122,31 +123,23 @@ class Discriminator(nn.Module):
 @functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
     """(G_e, G_d) from weights/ddm.safetensors (keys encrypt.* and decrypt.*)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = path or weights.resolve(weights.RepoFile(WEIGHTS_FILE))
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(str(path))
+    trained = weights.load_trained(path, WEIGHTS_FILE)
     nets = []
     for part in ("encrypt", "decrypt"):
-        net = CodecNet(int(meta.get("width", 32)), int(meta.get("blocks", 4)))
-        net.load_state_dict({k[len(part) + 1 :]: v for k, v in tensors.items() if k.startswith(part + ".")})
-        for p in net.parameters():
-            p.requires_grad_(False)
-        nets.append(net.eval())
+        net = CodecNet(int(trained.meta.get("width", 32)), int(trained.meta.get("blocks", 4)))
+        net.load_state_dict(trained.part(part))
+        nets.append(weights.frozen(net))
     return nets[0], nets[1]
 
 
 def _through(net: nn.Module, patch: np.ndarray) -> np.ndarray:
     """A uint8 patch of any size through a 128x128 network, back at its own size."""
     h, w = patch.shape[:2]
-    x = torch.from_numpy(np.array(patch, np.float32)).permute(2, 0, 1)[None] / 255.0
+    x = to_tensor(patch, unit=True)
     x = F.interpolate(x, size=(CROP, CROP), mode="bilinear", align_corners=False, antialias=True)
     with torch.no_grad():
         y = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
-    return (y[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    return to_uint8(y, unit=True)
 
 
 @register

@@ -34,9 +34,9 @@ from faceshield.protections.base import (
     momentum_step,
     region_mask,
     register,
-    to_uint8,
     white_box_models,
 )
+from faceshield.tensors import to_tensor, to_uint8
 
 
 @register
@@ -106,7 +106,7 @@ class DetectorPGD(Protection):
         else:
             mask = region_mask(pixels.shape[:2], all_faces.boxes, self.face_margin)
 
-        x0 = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device)  # grey levels
+        x0 = to_tensor(pixels, device=device)  # grey levels
         region = torch.from_numpy(mask).to(device)
         m = region[None, None]
         delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers

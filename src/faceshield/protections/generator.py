@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from faceshield import settings, weights
 from faceshield.models import Detections
 from faceshield.protections.base import EPS, WEIGHTS, Budget, Protection, ProtectionResult, register
+from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "perturbation_generator.safetensors"
 
@@ -76,18 +77,12 @@ class PerturbationGenerator(nn.Module):
 @functools.lru_cache(maxsize=4)  # once per process and weights file
 def load_generator(path=None) -> PerturbationGenerator:
     """The trained generator from weights/ (its metadata: model.trained_against, ...)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = path or weights.resolve(weights.RepoFile(WEIGHTS_FILE))
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    trained = weights.load_trained(path, WEIGHTS_FILE)
+    meta = trained.meta
     model = PerturbationGenerator(width=int(meta.get("width", 16)), blocks=int(meta.get("blocks", 3)))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(trained.tensors)
     model.trained_against = tuple(meta.get("detectors", "mtcnn").split(","))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
+    return weights.frozen(model)
 
 
 @register
@@ -126,10 +121,10 @@ class GeneratorProtection(Protection):
         start = time.perf_counter()
         device = settings.device()
         net = self.network().to(device)
-        x0 = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device)
+        x0 = to_tensor(pixels, device=device)
         with torch.no_grad():
             delta = torch.round(net(x0 / 255.0) * self.eps)  # whole grey levels, |delta| <= eps
-        out = (x0 + delta).clamp(0, 255)[0].permute(1, 2, 0).byte().cpu().numpy()
+        out = to_uint8(x0 + delta)
         info = {"passes": 1, "eps": self.eps, "attacked": list(self.attack)}
         return ProtectionResult(
             out,

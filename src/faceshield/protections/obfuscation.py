@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from faceshield import models
+from faceshield.boxes import grow
 from faceshield.models import Detections
 from faceshield.protections.base import (
     EPS,
@@ -36,11 +37,8 @@ FACE_FINDERS = ("mtcnn", "dlib-hog", "haar")
 
 def face_region(box, shape: tuple[int, ...], margin: float = 0.1) -> tuple[int, int, int, int]:
     """(row0, row1, col0, col1) that an obfuscation covers: the x1y1x2y2 box grown by `margin`
-    x its size per side, clipped to an image of `shape` (H, W, ...)."""
-    x1, y1, x2, y2 = box
-    h, w = shape[:2]
-    mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
-    return int(max(0, y1 - mh)), int(min(h, y2 + mh)), int(max(0, x1 - mw)), int(min(w, x2 + mw))
+    x its size per side, clipped to an image of `shape` (H, W, ...) (boxes.grow)."""
+    return grow(box, margin, shape)
 
 
 _COMMON = (

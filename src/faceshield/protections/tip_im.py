@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from faceshield import models, settings
+from faceshield.boxes import grow
 from faceshield.models import Detections
 from faceshield.protections.base import (
     ATTACK,
@@ -52,9 +53,9 @@ from faceshield.protections.base import (
     momentum_step,
     region_mask,
     register,
-    to_uint8,
     white_box_models,
 )
+from faceshield.tensors import to_tensor, to_uint8
 
 
 @register
@@ -192,7 +193,7 @@ class TIPIM(Protection):
                 budget=Budget(self.norm, self.eps, 0.0),
             )
         generator = torch.Generator().manual_seed(self.seed)
-        x0 = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1)[None]
+        x0 = to_tensor(pixels)
         mask = region_mask(pixels.shape[:2], faces.boxes, self.face_margin)
         m = torch.from_numpy(mask)[None, None]
         # clean landmarks and embeddings stay fixed: the attack moves the face away from them
@@ -337,7 +338,7 @@ class TIPIM(Protection):
             box = models.largest_face(target)
             if box is None:
                 continue
-            xt = torch.from_numpy(np.array(target, np.float32)).permute(2, 0, 1)[None] / 255.0
+            xt = to_tensor(target, unit=True)
             embs = [_embed(rec, xt, rec.landmarks(target, box)) for rec in recs]
             same = any(
                 rec.is_match(float(rec.score_tensor(e, e0))) for face in clean for (rec, _, e0), e in zip(face, embs)
@@ -373,7 +374,7 @@ class TIPIM(Protection):
         """On the 8-bit image, with landmarks found again on it: is every face beyond every
         attacked recogniser's threshold from itself and (targeted) matched to its best target?"""
         pixels = to_uint8(x0 + delta * m)
-        x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 255.0
+        x = to_tensor(pixels, unit=True)
         with torch.no_grad():
             for i, face in enumerate(clean):
                 embs = [rec.embed_tensor(x, rec.landmarks(pixels, faces.boxes[i])) for rec, _, _ in face]
@@ -404,10 +405,8 @@ def builtin_target_photos() -> tuple[np.ndarray, ...]:
     photos = []
     for path in example_photos().values():
         pixels = load_image(path).pixels
-        for x1, y1, x2, y2 in models.find_faces(pixels).boxes:  # one photo per face, cropped with context
-            w, h = x2 - x1, y2 - y1
-            r0, r1 = int(max(0, y1 - h)), int(min(pixels.shape[0], y2 + h))
-            c0, c1 = int(max(0, x1 - w)), int(min(pixels.shape[1], x2 + w))
+        for box in models.find_faces(pixels).boxes:  # one photo per face, cropped with context
+            r0, r1, c0, c1 = grow(box, 1.0, pixels.shape)
             photos.append(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
     return tuple(photos)
 
