@@ -177,3 +177,25 @@ def test_one_face_box_policy_tensor_convention_and_weights_loader():
     for net in (encrypt, transfer):
         assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert uap.shape[0] == 3
+
+
+def test_the_stopping_rule_of_the_iterative_attacks():
+    """EarlyStop: judged every check_every steps (and at a zero loss for detector-pgd's rule);
+    once the judge holds, extra_steps more, then success; a zero loss alone also stops
+    detector-pgd's rule (no gradient left), while TIP-IM's judges only at a zero loss."""
+    from faceshield.protections.base import EarlyStop
+
+    def run(stop, losses, judge):
+        for step, loss in enumerate(losses):
+            if stop(step, loss, judge):
+                return step
+        return None
+
+    pgd = EarlyStop(4, 2, zero_stops=True)
+    assert run(pgd, [5, 4, 3, 2, 1, 1, 1, 1], lambda: True) == 5 and pgd.success  # judged at step 3, +2
+    pgd = EarlyStop(4, 2, zero_stops=True)
+    assert run(pgd, [5, 0, 1], lambda: False) == 1 and not pgd.success and not pgd.reached
+    tip = EarlyStop(5, 3, zero_required=True)
+    assert run(tip, [1] * 10, lambda: True) is None and not tip.reached  # never zero: never judged
+    tip = EarlyStop(5, 3, zero_required=True)
+    assert run(tip, [0] * 12, lambda: True) == 7 and tip.success

@@ -444,6 +444,124 @@ def l2_round(delta, x0, radius: float):
         return (x0 + out).clamp(0, 255) - x0
 
 
+class EarlyStop:
+    """The iterative attacks' stopping rule, judged on the 8-bit photo.
+
+    Every `check_every` steps (and at step 0 with check_first; at once when the surrogate loss
+    reaches zero with zero_stops) judge() tests the real models on the 8-bit image; once it
+    holds, `extra_steps` more steps stand some distance from the threshold, then the attack
+    stops with success. zero_required: judge only when the loss is zero (the margin is met).
+    zero_stops: a zero loss also ends the attack, judged or not (no gradient is left).
+
+        stop = EarlyStop(4, 2, zero_stops=True)
+        for step in range(steps):
+            loss = ...
+            if stop(step, float(loss), judge):
+                break
+            ...  # the gradient step
+        stop.success, stop.reached  # goal held (and the extra steps were taken); judge() held once
+    """
+
+    def __init__(
+        self,
+        check_every: int,
+        extra_steps: int,
+        zero_stops: bool = False,
+        zero_required: bool = False,
+        check_first: bool = False,
+    ):
+        self.check_every, self.extra_steps, self.check_first = check_every, extra_steps, check_first
+        self.zero_stops, self.zero_required = zero_stops, zero_required
+        self.extra: int | None = None  # steps still to take after judge() held
+        self.success = False
+
+    @property
+    def reached(self) -> bool:
+        return self.extra is not None
+
+    def __call__(self, step: int, loss: float, judge) -> bool:
+        """Stop now? (after this step's loss, before its gradient step)"""
+        zero = loss == 0.0
+        due = step % self.check_every == self.check_every - 1 or (step == 0 and self.check_first)
+        if self.extra is None and (due or (self.zero_stops and zero)) and (zero or not self.zero_required):
+            if judge():
+                self.extra = self.extra_steps
+        if self.extra is not None:
+            if self.extra == 0 or (self.zero_stops and zero):
+                self.success = True
+                return True
+            self.extra -= 1
+            return False
+        return self.zero_stops and zero
+
+
+@dataclass
+class AttackRun:
+    """What iterate() did: the steps taken and the loss value of each."""
+
+    steps: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def iterate(
+    name: str,
+    delta,
+    x0,
+    m,
+    objective,
+    judge,
+    stop: EarlyStop,
+    steps: int,
+    eps: float,
+    step_size: float,
+    momentum: float,
+    norm: str = "linf",
+    radius: float | None = None,
+    smooth=None,
+    on_step=None,
+    notices: list[str] | None = None,
+) -> AttackRun:
+    """The iterative attacks' loop (detector-pgd, TIP-IM), on the perturbation x0 + delta * m.
+
+    delta: (1, 3, H, W) grey levels, requires_grad, changed in place; x0 the clean photo in grey
+    levels, m the (1, 1, H, W) face-region mask. Each step: the request's cancellation and
+    deadline (check_stop: a deadline ends the loop with a notice added to `notices`);
+    objective(step) -> (loss tensor to descend, its value to log and judge); the lab's
+    on_step(step, the 8-bit photo, value); a tqdm progress bar (the page follows it); the
+    stopping rule stop(step, value, judge) judged on the 8-bit photo; then one momentum step of
+    the gradient (smooth(grad) first, if given): whole grey levels within the L-inf budget eps
+    (momentum_step), or with norm "l2" inside the ball of `radius` (l2_step; round after with
+    l2_round).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    run, grad_avg = AttackRun(), torch.zeros_like(x0)
+    bar = tqdm(range(steps), desc=name, leave=False)
+    for step in bar:
+        if (late := check_stop(step)) is not None:  # the request's time is up
+            if notices is not None:
+                notices.append(late)
+            break
+        loss, value = objective(step)
+        run.steps = step + 1
+        run.history.append(value)
+        if on_step is not None:
+            on_step(step, to_uint8(x0 + delta.detach() * m), value)
+        bar.set_postfix(loss=f"{value:.3f}")
+        if stop(step, value, judge):
+            break
+        (grad,) = torch.autograd.grad(loss, delta)
+        if smooth is not None:
+            grad = smooth(grad)
+        if norm == "l2":
+            grad_avg = l2_step(delta, grad, grad_avg, x0, m, radius, step_size * radius / 8, momentum)
+        else:
+            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, eps, step_size, momentum)
+    bar.close()
+    return run
+
+
 def white_box_models(keys) -> tuple[list, dict[str, str]]:
     """The differentiable models among `keys` that load here, and {key: reason} for the rest;
     RuntimeError when none is left to attack."""

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from faceshield import settings
 from faceshield.models import Detections
@@ -26,12 +25,12 @@ from faceshield.protections.base import (
     STEPS,
     WHOLE_IMAGE,
     Budget,
+    EarlyStop,
     Param,
     Protection,
     ProtectionResult,
-    check_stop,
+    iterate,
     merge_faces,
-    momentum_step,
     region_mask,
     register,
     white_box_models,
@@ -110,39 +109,33 @@ class DetectorPGD(Protection):
         region = torch.from_numpy(mask).to(device)
         m = region[None, None]
         delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers
-        grad_avg = torch.zeros_like(x0)
-        history, success, steps_done, extra = [], False, 0, None
-        bar = tqdm(range(self.steps), desc=f"{self.key}", leave=False)
-        for step in bar:
-            if (late := check_stop(step)) is not None:  # the request's time is up
-                notices.append(late)
-                break
+        stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
+
+        def objective(step: int):
             x = (x0 + delta * m) / 255.0
             face_loss = sum(d.face_loss(x, region) for d in detectors)
             distortion = (delta * m).pow(2).mean()
-            loss = face_loss + self.distortion_weight * distortion
-            value = float(face_loss.detach())
-            history.append(value)
-            steps_done = step + 1
-            if on_step is not None:
-                on_step(step, to_uint8(x0 + delta.detach() * m), value)
-            bar.set_postfix(face_loss=f"{value:.3f}")
-            converged = value == 0.0
-            if extra is None and (converged or step % self.check_every == self.check_every - 1):
-                if self._hidden(detectors, x0, delta, m, mask):
-                    extra = self.extra_steps
-            if extra is not None and (extra == 0 or converged):
-                success = True
-                break
-            if extra is not None:
-                extra -= 1
-            elif converged:  # the surrogate sees no face but the detector does: no gradient left
-                break
-            (grad,) = torch.autograd.grad(loss, delta)
-            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
-        bar.close()
-        if not success and extra is None:
-            success = self._hidden(detectors, x0, delta, m, mask)
+            return face_loss + self.distortion_weight * distortion, float(face_loss.detach())
+
+        # a zero loss ends it too: the surrogate sees no face, so no gradient is left
+        hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
+        run = iterate(
+            self.key,
+            delta,
+            x0,
+            m,
+            objective,
+            hidden,
+            stop,
+            self.steps,
+            self.eps,
+            self.step_size,
+            self.momentum,
+            on_step=on_step,
+            notices=notices,
+        )
+        history, steps_done = run.history, run.steps
+        success = stop.success or (not stop.reached and hidden())
         scale = self._shrink(detectors, x0, delta, m, mask) if success and self.shrink else 1.0
         out = to_uint8(x0 + torch.round(delta.detach() * scale) * m)
         info = {

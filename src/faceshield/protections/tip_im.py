@@ -29,7 +29,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from faceshield import models, settings
 from faceshield.boxes import grow
@@ -42,15 +41,14 @@ from faceshield.protections.base import (
     SEED,
     STEPS,
     Budget,
+    EarlyStop,
     Param,
     Protection,
     ProtectionResult,
-    check_stop,
     feature_dropout,
+    iterate,
     l2_round,
-    l2_step,
     mid_features,
-    momentum_step,
     region_mask,
     register,
     white_box_models,
@@ -214,13 +212,11 @@ class TIPIM(Protection):
         face_size = float(np.median(np.max(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
         radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
         delta = torch.zeros_like(x0, requires_grad=True)
-        grad_avg = torch.zeros_like(x0)
-        history, success, extra, steps_done = [], False, None, 0
-        bar = tqdm(range(self.steps), desc=self.key, leave=False)
-        for step in bar:
-            if (late := check_stop(step)) is not None:  # the request's time is up
-                notices.append(late)
-                break
+        # done when the margin is reached (loss 0: what transfers to unseen recognisers) and the
+        # 8-bit photo fools every attacked recogniser at its threshold
+        stop = EarlyStop(self.check_every, self.extra_steps, zero_required=True)
+
+        def objective(step: int):
             x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
             id_loss, feature_loss = x.new_zeros(()), x.new_zeros(())
             for i, face in enumerate(clean):
@@ -259,29 +255,28 @@ class TIPIM(Protection):
             loss = id_loss + self.feature_weight * feature_loss
             if self.mmd_weight:
                 loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, mask), clean_patches)
-            steps_done = step + 1
-            history.append(float(id_loss.detach()))
-            if on_step is not None:
-                on_step(step, to_uint8(x0 + delta.detach() * m), history[-1])
-            bar.set_postfix(identity_loss=f"{history[-1]:.3f}")
-            # done when the margin is reached (loss 0: what transfers to unseen recognisers)
-            # and the 8-bit photo fools every attacked recogniser at its threshold
-            if extra is None and step % self.check_every == self.check_every - 1 and history[-1] == 0.0:
-                if self._succeeded(clean, candidates, chosen, faces, x0, delta, m):
-                    extra = self.extra_steps
-            if extra is not None:
-                if extra == 0:
-                    success = True
-                    break
-                extra -= 1
-            (grad,) = torch.autograd.grad(loss, delta)
-            if self.smoothing:
-                grad = _blur(grad, self.smoothing * face_size)
-            if self.norm == "l2":
-                grad_avg = l2_step(delta, grad, grad_avg, x0, m, radius, self.step_size * radius / 8, self.momentum)
-            else:
-                grad_avg = momentum_step(delta, grad * m, grad_avg, x0, self.eps, self.step_size, self.momentum)
-        bar.close()
+            return loss, float(id_loss.detach())
+
+        run = iterate(
+            self.key,
+            delta,
+            x0,
+            m,
+            objective,
+            lambda: self._succeeded(clean, candidates, chosen, faces, x0, delta, m),
+            stop,
+            self.steps,
+            self.eps,
+            self.step_size,
+            self.momentum,
+            norm=self.norm,
+            radius=radius,
+            smooth=(lambda grad: _blur(grad, self.smoothing * face_size)) if self.smoothing else None,
+            on_step=on_step,
+            notices=notices,
+        )
+        history, steps_done = run.history, run.steps
+        success = stop.success
         if self.norm == "l2":  # whole grey levels, still inside the ball; judged as rounded
             with torch.no_grad():
                 delta.copy_(l2_round(delta * m, x0, radius))
