@@ -110,12 +110,22 @@ class TIPIM(Protection):
         ),
         Param(
             "margin",
-            0.25,
-            "how far beyond each recogniser's threshold to push, as a fraction (more transfers better to "
-            "unseen recognisers and costs PSNR)",
+            1.0,
+            "how far beyond each recogniser's threshold to push, as a fraction of it (default 1.0: twice "
+            "the distance for dlib/FaceNet, cosine 0 for SFace/LightCNN; going well past the attacked "
+            "models' thresholds is what transfers to recognisers never attacked, at the same L-inf "
+            "budget but more steps)",
             low=0,
             flag="--margin",
             tag="margin {value}",
+        ),
+        Param(
+            "target_margin",
+            0.25,
+            "targeted mode: how far inside each recogniser's threshold the target must match, and how far "
+            "beyond it the face must be from itself, as a fraction (margin is the dodging mode's)",
+            low=0,
+            high=0.9,
         ),
         Param("mmd_weight", 1.0, "weight of the MMD naturalness term (0 switches it off)", low=0),
         Param("landmark_jitter", 0.015, "std of the landmark noise per step, x face size (0: off)", low=0),
@@ -209,6 +219,9 @@ class TIPIM(Protection):
                     "protected in dodging mode instead."
                 )
         clean_patches = _patches(x0 / 255.0, mask)
+        # TIP-IM's targeted objective keeps its own, smaller margin on both terms: a face cannot be
+        # twice the threshold from itself and well inside it from a target at once
+        dodge_margin = self.target_margin if candidates else self.margin
         face_size = float(np.median(np.max(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
         radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
         delta = torch.zeros_like(x0, requires_grad=True)
@@ -238,12 +251,12 @@ class TIPIM(Protection):
                         if self.feature_weight and clean_maps[k] is not None:
                             f, f0 = mid.last[k], clean_maps[k]
                             feature_loss = feature_loss - (f - f0).norm() / f0.norm().clamp_min(1e-6)
-                id_loss = id_loss + sum(rec.dodge_loss(e, e0, self.margin) for (rec, _, e0), e in zip(face, embs))
+                id_loss = id_loss + sum(rec.dodge_loss(e, e0, dodge_margin) for (rec, _, e0), e in zip(face, embs))
                 if candidates:
                     losses = torch.stack(
                         [
                             sum(
-                                rec.match_loss(e, t[j], self.margin)
+                                rec.match_loss(e, t[j], self.target_margin)
                                 for j, ((rec, _, _), e) in enumerate(zip(face, embs))
                             )
                             for t in candidates
