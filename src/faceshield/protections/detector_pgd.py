@@ -71,6 +71,13 @@ class DetectorPGD(Protection):
             "after success, scale the perturbation down as far as the white-box detectors still miss "
             "every face (costs three detector checks)",
         ),
+        Param(
+            "start",
+            "zero",
+            "zero, or generator: begin from the trained generator's one-pass perturbation "
+            "(protections/generator.py), so a few steps finish what it started",
+            choices=("zero", "generator"),
+        ),
     )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
@@ -109,7 +116,10 @@ class DetectorPGD(Protection):
         region = torch.from_numpy(mask).to(device)
         m = region[None, None]
         delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers
-        stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
+        if self.start == "generator" and len(all_faces):
+            with torch.no_grad():
+                delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, self.eps).to(device))
+        stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=self.start != "zero")
 
         def objective(step: int):
             x = (x0 + delta * m) / 255.0
@@ -185,3 +195,11 @@ class DetectorPGD(Protection):
                 if mask[cy, cx] > 0:
                     return False
         return True
+
+
+def _generator_start(x0: torch.Tensor, boxes, eps: float) -> torch.Tensor:
+    """The trained generator's perturbation (whole grey levels, |.| <= eps) for these faces."""
+    from faceshield.protections.generator import face_square, load_generator, perturb_faces
+
+    net = load_generator()
+    return perturb_faces(net, x0, [face_square(b, net.context) for b in boxes], eps) - x0
