@@ -75,7 +75,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", type=Path, help="start from the network weights of another run's last.pt")
+    p.add_argument(
+        "--init", type=Path, help="start from the network weights of another run's last.pt, or an exported .safetensors"
+    )
     p.add_argument("--export", type=Path, default=REPO_WEIGHTS / WEIGHTS_FILE)
 
 
@@ -198,7 +200,13 @@ def main(args) -> None:
     allowed_mse = 255.0**2 / 10 ** (args.psnr_floor / 10)  # grey levels^2 before the hinge bites
     net = FaceGenerator(args.width, args.blocks, WORK_SIZE)
     if args.init and not args.resume:
-        missing = net.load_state_dict(torch.load(args.init, weights_only=False)["net"], strict=False).missing_keys
+        if str(args.init).endswith(".safetensors"):  # a shipped export, e.g. weights/perturbation_generator...
+            from safetensors.torch import load_file
+
+            state = load_file(str(args.init))
+        else:
+            state = torch.load(args.init, weights_only=False)["net"]
+        missing = net.load_state_dict(state, strict=False).missing_keys
         print(f"initialised from {args.init}" + (f" (new: {', '.join(missing)})" if missing else ""))
     body = [p for name, p in net.named_parameters() if name != "universal"]
     # the universal pattern is one tensor in tanh space: it needs steps of its own size to move
