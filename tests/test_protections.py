@@ -173,10 +173,10 @@ def test_one_face_box_policy_tensor_convention_and_weights_loader():
     trained = weights.load_trained(None, "ddm.safetensors")
     assert trained.part("encrypt") and all(not k.startswith("encrypt.") for k in trained.part("encrypt"))
     encrypt, _ = load_codecs()
-    transfer, uap = load_apf()
-    for net in (encrypt, transfer):
+    apf = load_apf()
+    for net in (encrypt, apf.transfer):
         assert not net.training and not any(p.requires_grad for p in net.parameters())
-    assert uap.shape[0] == 3
+    assert apf.uap.shape[0] == 3 and apf.probes
 
 
 def test_the_stopping_rule_of_the_iterative_attacks():

@@ -34,7 +34,8 @@ def dataset(tmp_path_factory, photos):
 TRAINERS = {  # each as small as it goes; ddm trains on the identity photos here (nothing else has faces big enough)
     "generator": ["--face-sizes", "24", "48", "--batch", "1", "--width", "4", "--blocks", "1"]
     + ["--val-people", "zidane"],
-    "apf": ["--batch", "1", "--width", "4", "--blocks", "1", "--ensemble", "facenet", "--probe-steps", "1"],
+    "apf": ["--batch", "1", "--width", "4", "--blocks", "1", "--ensemble", "facenet", "--probe", "sface"]
+    + ["--probe-steps", "1", "--views", "2", "--val-faces", "1", "--val-every", "1", "--judges", "--skip-folders"],
     "ddm": ["--batch", "2", "--width", "4", "--blocks", "1", "--skip-folders"],
 }
 

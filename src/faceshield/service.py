@@ -318,8 +318,8 @@ def protect_photo(
         ]
         + [f"- {n}" for n in notices]
     )
-    if method == "apf" and len(result.faces):
-        summary += "\n\n" + apf_parts_table(loaded.pixels, result, protection.eps)
+    if result.parts and len(result.faces):
+        summary += "\n\n" + apf_parts_table(loaded.pixels, result)
     region = face_region(loaded.pixels.shape, result.faces.boxes if len(result.faces) else ev.faces.boxes)
     return PageResult(
         loaded.pixels,
@@ -394,17 +394,16 @@ def model_rows() -> list[list]:
     return rows
 
 
-def apf_parts_table(pixels: np.ndarray, full, eps: float) -> str:
-    """APF's three parts, each alone and together: where it runs, what it costs, and how far
-    it moves the first face's identity for each recogniser (markdown)."""
-    from faceshield.protections.apf import PARTS
-
+def apf_parts_table(pixels: np.ndarray, full) -> str:
+    """APF's parts, each alone and together (from the one protection pass): where each runs
+    and how far it moves the first face's identity for each recogniser (markdown)."""
     box = full.faces.boxes[0]
     recs, _ = models.available(["dlib-resnet", "facenet", "sface-onnx"])
     clean = {k: r.embed(pixels, box) for k, r in recs.items()}
+    probes = " + ".join(full.info.get("probes", []))
     where = {
-        "gradient": "device (probe SFace)",
-        "transfer": "device probe + server network",
+        "gradient": f"device ({probes}), {full.info['seconds_end']:.1f} s",
+        "transfer": f"server network, {full.info['seconds_server']:.2f} s (reads the device's gradient)",
         "uap": "device or server (a fixed pattern)",
     }
     header = (
@@ -413,21 +412,17 @@ def apf_parts_table(pixels: np.ndarray, full, eps: float) -> str:
             f"{r.name} ({r.metric}, match {'<' if r.metric == 'euclidean' else '>'} {r.threshold})"
             for r in recs.values()
         )
-        + " | s |"
+        + " |"
     )
     lines = [
         "**What each APF part adds** (first face; the server receives only a gradient, never the photo)",
         "",
         header,
-        "|" + "---|" * (len(recs) + 3),
+        "|" + "---|" * (len(recs) + 2),
     ]
-    for parts in [(p,) for p in PARTS] + [PARTS]:
-        res = full if parts == PARTS else build("apf", eps=eps, parts=parts)(pixels, faces=full.faces)
-        scores = [f"{r.score(clean[k], r.embed(res.pixels, box)):.3f}" for k, r in recs.items()]
-        name = "all three" if parts == PARTS else parts[0]
-        lines.append(
-            f"| {name} | {where.get(name, 'device + server')} | " + " | ".join(scores) + f" | {res.seconds:.1f} |"
-        )
+    for name, photo in [*full.parts.items(), ("all together", full.pixels)]:
+        scores = [f"{r.score(clean[k], r.embed(photo, box)):.3f}" for k, r in recs.items()]
+        lines.append(f"| {name} | {where.get(name, f'{full.seconds:.1f} s in all')} | " + " | ".join(scores) + " |")
     return "\n".join(lines)
 
 

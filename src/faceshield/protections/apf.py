@@ -2,17 +2,18 @@
 identity protection split between a weak user device ("end") and a server ("cloud").
 
 Each face is aligned into a 192 px crop (ArcFace 5-point template, zoomed out to keep
-context). Three parts, each switchable:
-1. Image-specific gradient (end): a few sign-gradient steps of a small probe recogniser
-   (SFace, the smallest of the zoo) on the crop, from a random start; what leaves the device
-   is this gradient, not the photo.
-2. Adversarial gradient transfer (server): a small U-Net, trained here, turns that cheap
-   gradient into a perturbation that transfers to stronger recognisers (it was trained
-   against dlib's ResNet and FaceNet). Without it, the probe's own perturbation is used.
+context). Three parts, each switchable, added together and clipped to the budget:
+1. Image-specific gradient (end): a few sign-gradient steps of small probe recognisers
+   (by default FaceNet and SFace; the weights say which) on the crop, from a random start.
+   The device keeps its own perturbation; what leaves the device is the summed gradient,
+   never the photo.
+2. Adversarial gradient transfer (server): a U-Net, trained here, turns that cheap gradient
+   into a perturbation that transfers to recognisers the probes are not (it was trained
+   against the ensemble its weights name, on faces of people the benchmarks never judge).
 3. Universal adversarial perturbation (end or server): one image-independent 192 px pattern
-   for aligned faces, trained against the recogniser ensemble, added to the result.
-The crop-space perturbation, clipped to the L-inf budget, is warped back onto the face in the
-photo (bilinear, so the budget holds) and rounded to whole grey levels.
+   for aligned faces, trained together with the transfer network.
+The crop-space perturbation is warped back onto the face in the photo (bilinear, so the
+budget holds) and rounded to whole grey levels.
 Trained by `python -m faceshield.train apf`; weights in weights/apf.safetensors (model card:
 weights/README.md).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,7 +46,7 @@ from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "apf.safetensors"
 CROP, ZOOM = 192, 0.55  # the aligned working crop: 192 px, face at 0.55 x the ArcFace scale
-PROBE = "sface"
+PROBES = ("facenet", "sface")  # the device's probes when the weights do not name them
 PARTS = ("gradient", "transfer", "uap")
 
 
@@ -58,20 +60,24 @@ def crop_points() -> np.ndarray:
     return template(CROP, ZOOM)
 
 
-def probe_gradient(probe, crop01: torch.Tensor, eps: float, steps: int, generator: torch.Generator):
-    """The end side: `steps` sign-gradient steps of the probe's dodging objective on a
-    (1, 3, CROP, CROP) crop in [0, 1] from a random start. Returns (the probe's own
+def probe_gradient(probes, crop01: torch.Tensor, eps: float, steps: int, generator: torch.Generator):
+    """The end side: `steps` sign-gradient steps of the probes' dodging objective on a
+    (1, 3, CROP, CROP) crop in [0, 1] from a random start. Each probe's match score counts
+    in units of its own threshold, so no probe dominates. Returns (the probes' own
     perturbation in grey levels, the summed gradient that is sent to the server)."""
     points = crop_points()
     with torch.no_grad():
-        e0 = probe.embed_tensor(crop01, points)
+        e0 = [probe.embed_tensor(crop01, points) for probe in probes]
     delta = (torch.rand(crop01.shape, generator=generator) - 0.5) * eps  # grey levels
     total = torch.zeros_like(crop01)
     for _ in range(steps):
         delta.requires_grad_(True)
-        score = probe.score_tensor(probe.embed_tensor((crop01 + delta / 255).clamp(0, 1), points), e0)
+        x = (crop01 + delta / 255).clamp(0, 1)
         # descend the match score (cosine) or ascend the distance (Euclidean)
-        objective = score if probe.metric == "cosine" else -score
+        objective = sum(
+            (1 if p.metric == "cosine" else -1) * p.score_tensor(p.embed_tensor(x, points), e) / p.threshold
+            for p, e in zip(probes, e0)
+        )
         (grad,) = torch.autograd.grad(objective, delta)
         total += grad
         with torch.no_grad():
@@ -84,14 +90,31 @@ def normalise_gradient(g: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).std(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
+@dataclass(frozen=True)
+class APFWeights:
+    """What weights/apf.safetensors holds: the server's transfer network, the universal
+    perturbation (in [-1, 1], times eps), and how they were trained."""
+
+    transfer: PerturbationGenerator
+    uap: torch.Tensor
+    probes: tuple[str, ...]  # the device's probes the transfer network learned to read
+    trained_against: tuple[str, ...]
+    own_in_output: bool  # the device's own perturbation is part of the output (APF v2)
+
+
 @functools.lru_cache(maxsize=4)  # once per process and weights file
-def load_apf(path=None) -> tuple[PerturbationGenerator, torch.Tensor]:
-    """(transfer network, universal perturbation in [-1, 1] x eps) from weights/apf.safetensors."""
+def load_apf(path=None) -> APFWeights:
     trained = weights.load_trained(path, WEIGHTS_FILE)
-    net = PerturbationGenerator(int(trained.meta.get("width", 16)), int(trained.meta.get("blocks", 3)))
+    meta = trained.meta
+    net = PerturbationGenerator(int(meta.get("width", 16)), int(meta.get("blocks", 3)))
     net.load_state_dict(trained.part("transfer"))
-    net.trained_against = tuple(trained.meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(","))
-    return weights.frozen(net), trained.tensors["uap"]
+    return APFWeights(
+        weights.frozen(net),
+        trained.tensors["uap"],
+        tuple(meta.get("probe", ",".join(PROBES)).split(",")),
+        tuple(meta.get("ensemble", "dlib-resnet-torch,facenet,sface").split(",")),
+        meta.get("own_in_output", "false").lower() == "true",
+    )
 
 
 @register
@@ -129,19 +152,24 @@ class APF(Protection):
     def load_weights(self) -> None:
         load_apf(self.weights_path)
 
+    def _trained(self) -> APFWeights | None:
+        return load_apf(self.weights_path) if {"transfer", "uap"} & set(self.parts) else None
+
     @property
     def attack(self) -> tuple[str, ...]:
-        """White-box for this filter: the probe, plus the recognisers its trained parts were
+        """White-box for this filter: the probes, plus the recognisers its trained parts were
         trained against (read from the weights, so leave-one-out weights are judged fairly)."""
-        if not {"transfer", "uap"} & set(self.parts):
-            return (PROBE,)
         try:
-            ensemble = load_apf(self.weights_path)[0].trained_against
+            trained = load_apf(self.weights_path)
         except Exception:  # weights missing: the protection will say so when called
-            return self.attacks
-        return tuple(dict.fromkeys((PROBE, *ensemble)))
+            return self.attacks if {"transfer", "uap"} & set(self.parts) else PROBES
+        if not {"transfer", "uap"} & set(self.parts):
+            return trained.probes
+        return tuple(dict.fromkeys((*trained.probes, *trained.trained_against)))
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None) -> ProtectionResult:
+        """The protected photo; with several parts, `result.parts` also holds the photo each
+        part alone gives (the same pass: what the app's "what each part adds" table shows)."""
         settings.apply_threads()
         start = time.perf_counter()
         faces = models.find_faces(pixels) if faces is None else faces
@@ -154,44 +182,60 @@ class APF(Protection):
                 ["No face found: there is no identity to hide; the photo was left unchanged."],
                 budget=Budget("linf", self.eps, 0.0),
             )
-        transfer, uap = load_apf(self.weights_path) if {"transfer", "uap"} & set(self.parts) else (None, None)
-        probe = models.load(PROBE)
+        trained = self._trained()
+        probe_keys = trained.probes if trained else PROBES
+        own_in_output = trained.own_in_output if trained else True
+        probes = [models.load(k) for k in probe_keys]
         points = FivePoints()
         generator = torch.Generator().manual_seed(self.seed)
         x0 = to_tensor(pixels)
-        total = torch.zeros_like(x0)
+        subsets = [tuple(self.parts)] + ([(p,) for p in self.parts] if len(self.parts) > 1 else [])
+        totals = {subset: torch.zeros_like(x0) for subset in subsets}
         t_end = t_server = 0.0
         for box in faces.boxes:
             a = crop_transform(points(pixels, box))
             crop = warp(x0, a, CROP) / 255.0
-            t = time.perf_counter()
-            parts = []
+            part = {}
             if "gradient" in self.parts or "transfer" in self.parts:
-                own, grad = probe_gradient(probe, crop, self.eps, self.probe_steps, generator)
+                t = time.perf_counter()
+                own, grad = probe_gradient(probes, crop, self.eps, self.probe_steps, generator)
                 t_end += time.perf_counter() - t
+                part["gradient"] = own
                 if "transfer" in self.parts:  # the server sees only `grad`
                     t = time.perf_counter()
                     with torch.no_grad():
-                        parts.append(transfer(normalise_gradient(grad)) * self.eps)
+                        part["transfer"] = trained.transfer(normalise_gradient(grad)) * self.eps
                     t_server += time.perf_counter() - t
-                else:
-                    parts.append(own)
             if "uap" in self.parts:
-                parts.append(uap[None] * self.eps)
-            delta = torch.stack(parts).sum(0).clamp(-self.eps, self.eps)
-            footprint = unwarp(torch.ones_like(delta[:, :1]), a, pixels.shape[:2])
-            total = total * (1 - footprint) + unwarp(delta, a, pixels.shape[:2])  # later faces win overlaps
-        out = (x0 + torch.round(total.clamp(-self.eps, self.eps))).clamp(0, 255)
-        out = to_uint8(out)
+                part["uap"] = trained.uap[None] * self.eps
+            footprint = unwarp(torch.ones_like(crop[:, :1]), a, pixels.shape[:2])
+            for subset, total in totals.items():
+                # first weights (APF v1): the transfer network replaced the device's own part
+                keys = [k for k in subset if own_in_output or k != "gradient" or "transfer" not in subset]
+                chosen = [part[k] for k in keys if k in part] or [torch.zeros_like(crop)]
+                delta = torch.stack(chosen).sum(0).clamp(-self.eps, self.eps)
+                # later faces win overlaps
+                totals[subset] = total * (1 - footprint) + unwarp(delta, a, pixels.shape[:2])
+        photos = {
+            "+".join(subset): to_uint8((x0 + torch.round(total.clamp(-self.eps, self.eps))).clamp(0, 255))
+            for subset, total in totals.items()
+        }
+        out = photos["+".join(self.parts)]
         info = {
             "faces": len(faces),
             "parts": list(self.parts),
             "eps": self.eps,
-            "attacked": list(self.attacks),
+            "probes": list(probe_keys),
+            "attacked": list(self.attack),
             "seconds_end": round(t_end, 3),
             "seconds_server": round(t_server, 3),
             "server_receives": f"a {CROP}x{CROP}x3 gradient per face (never the photo)",
         }
         return ProtectionResult(
-            out, faces, time.perf_counter() - start, info, budget=Budget.measure("linf", self.eps, pixels, out)
+            out,
+            faces,
+            time.perf_counter() - start,
+            info,
+            budget=Budget.measure("linf", self.eps, pixels, out),
+            parts={k: v for k, v in photos.items() if k in self.parts and len(self.parts) > 1},
         )

@@ -76,6 +76,8 @@ class ProtectionResult:
     steps: int | None = None  # iterations run (None: not an iterative method)
     success: bool | None = None  # did it reach its goal against the models it attacked (None: no goal)
     budget: Budget | None = None  # None: no perturbation budget (a visible obfuscation)
+    # a method made of parts (APF): the photo each part alone gives, computed in the same pass
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.faces_protected is None:
