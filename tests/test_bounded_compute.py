@@ -3,6 +3,8 @@ really stops its attack loop, a submit-and-cancel storm never runs more attacks 
 the concurrency limit, a request past its deadline returns its best result with a notice, and
 the per-request size caps (faces, target photos, thumbnails on the page) hold."""
 
+import datetime
+import math
 import sys
 import threading
 import time
@@ -17,6 +19,7 @@ from faceshield import settings
 from faceshield.protections import base
 
 LONG = {"eps": 1, "steps": 300}  # a budget too small to hide the face soon: the loop runs on
+STORM = 20  # requests submitted and cancelled one after another
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +82,12 @@ def test_submit_and_cancel_storm_runs_at_most_the_limit(client, face):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        for _ in range(10):
+        for i in range(STORM):  # some cancelled while queued, some while their attack runs
             job = client.submit(**protect_args(face, **LONG), api_name="/protect")
-            time.sleep(0.5)
+            # a cancel reaches the server once the job has joined its queue (as a page's Stop
+            # button can only then): before, gradio_client only stops listening
+            _wait(lambda: job.communicator.event_id or job.done(), 30, "the request to join the queue")
+            time.sleep((0.1, 0.3, 1.0)[i % 3])
             job.cancel()
         _wait(_idle, 30, "every cancelled attack to end")
     finally:
@@ -116,7 +122,7 @@ def test_too_many_target_photos_or_faces_are_refused(client, face, photos, tmp_p
         client.predict(**protect_args(two), api_name="/protect")
 
 
-def test_gallery_and_lab_send_thumbnails_and_the_download_stays_full_size(client, photos, tmp_path):
+def test_the_gallery_sends_thumbnails_and_the_download_stays_full_size(client, photos, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray(photos["astronaut"]).resize((1024, 1024)).save(big)
     out = client.predict(**protect_args(big, method="blur", strength=8), api_name="/protect")
@@ -124,11 +130,50 @@ def test_gallery_and_lab_send_thumbnails_and_the_download_stays_full_size(client
     sizes = [Image.open(item["image"]).size for item in out[3]]
     assert sizes and all(max(s) == settings.THUMB_SIDE for s in sizes), sizes
 
+
+def _arrays(value, seen=None):
+    """Every numpy array reachable from `value` (dataclass fields, lists, dicts, tuples)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _arrays(v, seen)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _arrays(v, seen)
+    elif hasattr(value, "__dict__"):
+        yield from _arrays(vars(value), seen)
+
+
+def test_the_lab_keeps_only_thumbnails_and_drops_them_after_their_time_to_live(client, photos, tmp_path):
+    """The lab's view is a thumbnail, and what its session keeps between clicks (its gr.State) is
+    the slider's thumbnails, no full-size photo; kept settings.STATE_TTL seconds, then the
+    running server drops it."""
     from gradio_client import handle_file
 
+    import app
+    from faceshield.lab import Trace
+
+    big = tmp_path / "big.png"
+    Image.fromarray(photos["astronaut"]).resize((768, 768)).save(big)
     lab = client.predict(handle_file(str(big)), "detector-pgd", 8, 5, api_name="/lab")
     view = lab[1]  # the State output is not part of the API: slider, view, gallery, plot, caption
     assert max(Image.open(view).size) == settings.THUMB_SIDE
+    session = app.demo.state_holder[client.session_hash]
+    kept = {key: value for key, value in session.state_data.items() if isinstance(value, Trace)}
+    assert len(kept) == 1, session.state_data
+    ((key, trace),) = kept.items()
+    ttl, created = session._state_ttl[key]
+    assert ttl == settings.STATE_TTL and math.isfinite(ttl)
+    assert len(trace.iterates) >= 2 and len(trace.loss) == len(trace.iterates) - 1
+    sides = [max(a.shape[:2]) for a in _arrays(trace)]
+    assert sides and max(sides) <= settings.THUMB_SIDE < 768, sides
+    session._state_ttl[key] = (ttl, created - datetime.timedelta(seconds=ttl + 1))  # as if idle that long
+    _wait(lambda: key not in session.state_data, 10, "the expired lab state to be dropped")
 
 
 def test_a_client_that_disconnects_stops_its_attack(client, face):
@@ -162,3 +207,26 @@ def test_a_client_that_disconnects_stops_its_attack(client, face):
     assert at_close - start >= 3, "the attack never started"
     _wait(_idle, 20, "the abandoned attack to end")
     assert base.steps_checked - at_close <= 10, base.steps_checked - at_close
+
+
+def test_load_test_small_variant(client, monkeypatch):
+    """scripts/load_test.py's run() against this app, 6 clients at once with room for 2
+    waiting: a real protection (blur) on photos with a face, each client its own photo back,
+    protected; the others refused with the queue-full message, none failing; the server's
+    memory growth bounded; a request behind a cancelled long one served promptly."""
+    import importlib.util
+    import os
+
+    import app
+
+    spec = importlib.util.spec_from_file_location("load_test", Path(__file__).parents[1] / "scripts" / "load_test.py")
+    load_test = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "load_test", load_test)  # its dataclasses look their module up
+    spec.loader.exec_module(load_test)
+    _wait(_idle, 60, "the app to be idle")
+    monkeypatch.setattr(app.demo._queue, "max_size", 2)  # FACESHIELD_MAX_QUEUE=2, as a small server would
+    report = load_test.run(app.demo.local_url, os.getpid(), clients=6, method="blur")
+    print(report.table())
+    assert report.problems(max_growth_mb=250, max_short_seconds=60) == []
+    assert report.count(load_test.COMPLETED) >= 1 and report.count(load_test.REFUSED) >= 1, report.outcomes
+    assert report.count(load_test.COMPLETED) + report.count(load_test.REFUSED) == 6

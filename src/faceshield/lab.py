@@ -1,8 +1,10 @@
 """The Attack lab (class mode): an attack recorded iteration by iteration, for teaching.
 
-trace_attack() runs an iterative protection with a per-step hook, keeps every iterate (as
-the 8-bit photo it would be), and judges a subset of them with detectors and recognisers, so
-a class can step through how confidence falls while the perturbation grows. budget_sweep()
+trace_attack() runs an iterative protection with a per-step hook, keeps every iterate as the
+page shows it (an 8-bit thumbnail, images.thumbnail), and judges a subset of them at full
+resolution with detectors and recognisers, so a class can step through how confidence falls
+while the perturbation grows. The Trace holds only what the lab's slider shows (thumbnails,
+losses, scores): the page keeps it in a gr.State for settings.STATE_TTL seconds. budget_sweep()
 shows the other trade-off: protection and visibility against the L-inf budget.
 """
 
@@ -36,7 +38,7 @@ class Trace:
     judged_steps: list[int] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)  # model name -> value at judged steps
     kinds: dict[str, str] = field(default_factory=dict)  # model name -> what the value is
-    result: object = None
+    success: bool | None = None  # did the attack reach its goal against the models it attacked
 
 
 def _face_score(det, pixels: np.ndarray, faces) -> float:
@@ -72,7 +74,7 @@ def trace_attack(
     result = protection(pixels, on_step=keep)
     iterates[-1] = thumbnail(result.pixels)
     full[len(iterates) - 1] = result.pixels
-    trace = Trace(method, eps, iterates, losses, result=result)
+    trace = Trace(method, eps, iterates, losses, success=result.success)  # no full-size photo kept
     picks = sorted(i for i in full if i < len(iterates))
     trace.judged_steps = [int(i) for i in picks]
     dets, _ = models.available(list(LAB_DETECTORS))
