@@ -385,3 +385,111 @@ def test_each_process_gets_its_own_download_folder_removed_at_exit():
     )
     assert other != service.output_dir() and other.name.startswith("faceshield-outputs-")
     assert not other.exists()
+
+
+def _face_and_panel(small_face: Path) -> np.ndarray:
+    """The small face with a 96 px colour gradient on its right (no face there)."""
+    face = np.asarray(Image.open(small_face).convert("RGB"))
+    ramp = np.linspace(0, 255, 96, dtype=np.float32)
+    panel = np.stack(
+        [
+            np.tile(ramp, (face.shape[0], 1)),
+            np.full((face.shape[0], 96), 90.0),
+            ramp[::-1][None].repeat(face.shape[0], 0),
+        ],
+        axis=2,
+    )
+    return np.concatenate([face, panel.astype(np.uint8)], axis=1)
+
+
+def test_sixteen_bit_and_transparent_pngs_keep_their_pixels_on_the_page(client, small_face, tmp_path):
+    """A 16-bit grey PNG (which a plain RGB conversion clips to white) and a 16-bit RGBA PNG
+    with fully and half transparent areas, uploaded through the page: the face is found and
+    protected, and the rest of the download is the photo's own pixels (16 bits scaled to 8,
+    transparency flattened on white)."""
+    import cv2
+
+    base = _face_and_panel(small_face)
+    grey8 = np.asarray(Image.fromarray(base).convert("L"))
+    grey16 = tmp_path / "grey16.png"
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(grey16)
+    assert Image.open(grey16).mode == "I;16"
+    alpha = np.full(base.shape[:2], 255, np.uint8)
+    alpha[:96, -96:], alpha[96:, -96:] = 0, 128  # the panel: transparent above, half below
+    rgba16 = tmp_path / "rgba16.png"
+    rgba = np.dstack([base, alpha]).astype(np.uint16) * 257
+    assert cv2.imwrite(str(rgba16), rgba[..., [2, 1, 0, 3]])  # OpenCV writes BGRA
+    composite = (base[96:, -96:].astype(np.float32) * 128 + 255 * 127) / 255
+    cases = [
+        (grey16, np.repeat(grey8[..., None], 3, axis=2)),
+        (rgba16, np.concatenate([np.full((96, 96, 3), 255.0), composite]).round()),
+    ]
+    for path, expected in cases:
+        out = client.predict(**protect_args(path, method="blur", strength=8), api_name="/protect")
+        got = np.asarray(Image.open(out[2]).convert("RGB")).astype(np.int16)
+        assert got.shape == base.shape and "face(s) protected" in out[6], (path.name, out[6])
+        outside = got[:, -64:] - np.asarray(expected)[:, -64:]
+        assert np.abs(outside).max() <= 1, (path.name, np.abs(outside).max())
+        face = got[:, :-96] - (expected[:, :-96] if expected.shape[1] == base.shape[1] else base[:, :-96])
+        assert np.abs(face).max() > 8, path.name  # the face itself was blurred
+
+
+def _png_bomb(path: Path, side: int) -> Path:
+    """A real 1-bit PNG of side x side black pixels: a few hundred KB that decode to side^2/8
+    bytes (and 3 side^2 bytes as RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze, row = zlib.compressobj(9), bytes(1 + (side + 7) // 8)
+    body = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bombs_and_oversized_uploads_are_refused_unopened(client, small_face, tmp_path, monkeypatch):
+    """A 28000 x 28000 PNG bomb (2.4 GB as RGB) as the photo, the reference or the lab's photo:
+    refused from its header, quickly, with a plain message. A file over the upload limit is
+    refused by Gradio (max_file_size, set from FACESHIELD_MAX_FILE_BYTES) before it is stored,
+    and by the loader if it got through; then an ordinary request is served."""
+    import time
+
+    import httpx
+    from gradio_client import handle_file
+
+    import app
+    from faceshield import settings
+
+    bomb = _png_bomb(tmp_path / "bomb.png", 28000)
+    assert bomb.stat().st_size < settings.MAX_FILE_BYTES and 28000**2 > settings.MAX_DECODE_PIXELS
+    calls = [
+        ("/protect", protect_args(bomb, method="blur")),
+        ("/protect", protect_args(small_face, method="blur", reference_path=handle_file(str(bomb)))),
+        ("/lab", _lab_args(bomb)),
+    ]
+    for api_name, kwargs in calls:
+        start = time.monotonic()
+        message = _refusal(client, api_name, **kwargs)
+        assert "bomb.png declares more pixels than FaceShield decodes" in message, message
+        assert "decompression bomb" in message and not NO_PATH.search(message), message
+        assert time.monotonic() - start < 30
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (260, 260, 3), dtype=np.uint8)).save(big)
+    assert app.demo.max_file_size == settings.MAX_FILE_BYTES  # launch() hands Gradio the limit
+    monkeypatch.setattr(app.demo, "max_file_size", big.stat().st_size // 2)
+    with pytest.raises(Exception, match="413"):  # gradio_client's upload is refused
+        client.predict(**protect_args(big, method="blur"), api_name="/protect")
+    with open(big, "rb") as f:  # what the server says to a page's upload
+        refused = httpx.post(f"{app.demo.local_url}gradio_api/upload", files={"files": ("big.png", f, "image/png")})
+    assert refused.status_code == 413 and "maximum allowed size" in refused.text, refused.text
+    assert not NO_PATH.search(refused.text), refused.text
+    monkeypatch.undo()
+    monkeypatch.setattr(settings, "MAX_FILE_BYTES", big.stat().st_size // 2)
+    message = _refusal(client, "/protect", **protect_args(big, method="blur"))
+    assert re.search(r"big\.png is 0\.\d+ MB; the limit is 0\.\d+ MB", message) and not NO_PATH.search(message), message
+    monkeypatch.undo()
+    _ordinary_request_succeeds(client, small_face)

@@ -90,6 +90,8 @@ def test_sixteen_bit_scaled_not_clipped():
     array = np.full((20, 20), 40000, np.uint16)
     loaded = load_image(_bytes(Image.fromarray(array), "PNG"))
     assert abs(int(loaded.pixels[0, 0, 0]) - 40000 // 256) <= 1
+    dark = load_image(_bytes(Image.fromarray(np.full((20, 20), 200, np.uint16)), "PNG"))
+    assert (dark.pixels == 0).all()  # 200 of 65535 is black, however dark the whole photo is
 
 
 def test_animated_gif_first_frame():

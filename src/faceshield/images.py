@@ -165,7 +165,7 @@ def _open(source) -> Image.Image:
             raise ImageError(f"No such file: {name}")
         size = path.stat().st_size
         if size > settings.MAX_FILE_BYTES:
-            raise ImageError(f"{name} is {size / 2**20:.0f} MB; the limit is {settings.MAX_FILE_BYTES / 2**20:.0f} MB.")
+            raise ImageError(f"{name} is {_megabytes(size)}; the limit is {_megabytes(settings.MAX_FILE_BYTES)}.")
         data = path.read_bytes()
     if len(data) == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
@@ -187,6 +187,10 @@ def _open(source) -> Image.Image:
     if w * h > settings.MAX_DECODE_PIXELS:
         raise ImageError(f"{name} is {w}x{h} px, more than the {settings.MAX_DECODE_PIXELS:,} px limit.")
     return image
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MB" if size >= 10 * 2**20 else f"{size / 2**20:.2g} MB"
 
 
 def _unreadable(name: str, data: bytes, formats: tuple[str, ...]) -> str:
@@ -234,9 +238,13 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 def _to_rgb(image: Image.Image, notices: list[str]) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Pillow's convert("RGB") clips 16-bit values instead of scaling them.
+        # Pillow's convert("RGB") clips 16-bit values instead of scaling them. A 16-bit photo is
+        # scaled by its depth, not its content (a dark one stays dark); 32-bit integers only
+        # when they exceed 8 bits (Pillow opens some 16-bit PNGs as "I").
         array = np.asarray(image)
-        if mode == "F" or array.max(initial=0) > 255:
+        if mode.startswith("I;16"):
+            array = (array.astype(np.uint16) >> 8).astype(np.uint8)
+        elif mode == "F" or array.max(initial=0) > 255:
             array = _to_uint8(array.astype(np.uint16) if mode != "F" else array)
         notices.append(f"Converted {mode} (high bit depth) to 8-bit RGB.")
         return np.repeat(np.asarray(array, dtype=np.uint8)[..., None], 3, axis=2)
