@@ -109,3 +109,43 @@ def test_page_controls_span_the_bounds_the_server_checks():
             knob = strength.knob(page=True)
             assert knob.low <= strength.default <= knob.high, key
             assert knob.check(strength.default) == strength.default
+
+
+def test_every_setting_and_limit_is_documented_with_its_default():
+    """docs/operations.md's settings table has a row for every FACESHIELD_* variable that
+    settings.py reads, with its default; the README's limits paragraph names the per-request
+    limits and how to set them."""
+    import re
+    from pathlib import Path
+
+    from faceshield import settings
+
+    root = Path(__file__).resolve().parents[1]
+    source = Path(settings.__file__).read_text()
+    defaults = dict(re.findall(r'_int\("(FACESHIELD_\w+)", ([\d *]+)\)', source))
+    defaults.update(re.findall(r'os.getenv\("(FACESHIELD_\w+)"\) or (\d+)\)', source))
+    read = set(re.findall(r'"(FACESHIELD_\w+)"', source))
+    assert len(defaults) >= 12 and set(defaults) <= read
+    rows = [
+        line for line in (root / "docs" / "operations.md").read_text().splitlines() if line.startswith("| `FACESHIELD_")
+    ]
+    for name in read:
+        (row,) = [r for r in rows if f"`{name}`" in r.split("|")[1]] or [None]
+        assert row, f"{name} has no row in the settings table"
+        if name in defaults:
+            assert str(eval(defaults[name])) in row.split("|")[2], (name, defaults[name], row)
+    readme = (root / "README.md").read_text()
+    limits = " ".join(readme[readme.index("**Input handling and limits.**") :].split("\n\n")[0].split())
+    for name in (
+        "MAX_FILE_BYTES",
+        "MAX_DECODE_PIXELS",
+        "MAX_SIDE",
+        "MAX_FACES",
+        "MAX_TARGETS",
+        "MAX_STEPS",
+        "MAX_SECONDS",
+        "CONCURRENCY",
+        "MAX_QUEUE",
+    ):
+        assert f"`FACESHIELD_{name}`" in limits, name
+    assert "python app.py" in limits and "docker run -e" in limits
