@@ -111,7 +111,7 @@ def test_identity_bench_with_the_attacker_who_knows_the_protection(tiny_identiti
 
 
 def test_per_person_keeps_k_pairs_each_with_its_own_protected_photo():
-    from faceshield.bench import _per_person
+    from faceshield.bench import pairs_per_person
 
     pairs = [
         ("ann/1", "ann/2"),
@@ -122,7 +122,7 @@ def test_per_person_keeps_k_pairs_each_with_its_own_protected_photo():
         ("bob/2", "bob/3"),
     ]
     pairs = [(f"identities/{a}.jpg", f"identities/{b}.jpg") for a, b in pairs]
-    kept = _per_person(pairs, 2)
+    kept = pairs_per_person(pairs, 2)
     assert [p[0] for p in kept] == [
         "identities/ann/1.jpg",
         "identities/ann/2.jpg",

@@ -1,0 +1,201 @@
+"""The bench's tables (markdown, from a results dict as results.json holds it) and saving them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from faceshield import models
+from faceshield.bench.views import ATTACKER_VIEWS
+
+
+def save(results: dict, table: str, out_dir: Path) -> dict:
+    """Print the table and save it (results.md) with the raw numbers (results.json)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        f"{len(results['photos'])} photos; L-inf budget {results['eps']:g}/255 for the adversarial methods",
+        "",
+        "| method | detector | faces | recall before | recall after | AP before | AP after | PSNR dB | SSIM "
+        "| s/photo |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, res in results["methods"].items():
+        s = res["summary"]
+        for key, d in s["detectors"].items():
+            attacked = " (white-box)" if d.get("white_box") else ""
+            lines.append(
+                f"| {method} | {key}{attacked} | {d['faces']} | {d['recall_before']:.1%} | {d['recall_after']:.1%} "
+                f"| {d['ap_before']:.3f} | {d['ap_after']:.3f} | {s['psnr']:.1f} | {s['ssim']:.3f} "
+                f"| {s['seconds_per_photo']:.1f} |"
+            )
+    lines.append("")
+    for method, res in results["methods"].items():
+        s = res["summary"]
+        slowest = max(res["photos"], key=lambda r: r["seconds"])
+        judged = [r for r in res["photos"] if r["success"] is not None]
+        fooled = (
+            f"white-box detectors fooled on {sum(bool(r['success']) for r in judged)}/{len(judged)} photos; "
+            if judged
+            else ""
+        )
+        lines.append(
+            f"{method}: recogniser match rate (protected face vs its original, at each recogniser's "
+            f"threshold): {s['recogniser_match_rate']:.1%}; max L-inf {s['linf']} grey levels; "
+            f"{fooled}slowest photo "
+            f"{slowest['seconds']:.1f} s ({slowest['photo']}, {slowest['faces']} faces)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def budget_text(results: dict) -> str:
+    if results.get("norm") == "l2":
+        return f"L2 budget: RMS {results['eps']:g} grey levels over the face regions"
+    return f"L-inf budget {results['eps']:g}/255"
+
+
+def format_identity_table(results: dict) -> str:
+    lines = [
+        f"{results['pairs']} same-person pairs; protected img_a vs clean img_b; "
+        f"{budget_text(results)} for the adversarial methods; PSR = protection success rate "
+        "(pairs no longer matched); after JPEG q75 / a 0.5x resize of the protected photo",
+        "",
+        "| method | recogniser | match clean | PSR | PSR JPEG75 | PSR 0.5x | target match | PSNR dB | SSIM | s/photo |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, res in results["methods"].items():
+        for key, r in res["recognisers"].items():
+            tag = " (white-box)" if r["white_box"] else ""
+            target = f"{r['target_match']:.1%}" if "target_match" in r else "-"
+            lines.append(
+                f"| {method} | {key}{tag} | {r['match_clean']:.1%} | {r['psr']:.1%} | {r['psr_jpeg75']:.1%} "
+                f"| {r['psr_resize0.5']:.1%} | {target} | {res['psnr']:.1f} | {res['ssim']:.3f} "
+                f"| {res['seconds_per_photo']:.1f} |"
+            )
+    if "leakage_clean" in results:
+        lines += leakage_table(results)
+    for method, res in results["methods"].items():
+        if res.get("recovery"):
+            r = res["recovery"]
+            lines.append(
+                f"\n{method}: authorised decryption of the face region: PSNR {r['psnr']:.1f} dB, "
+                f"SSIM {r['ssim']:.3f}; dlib still matches the decrypted face to the original on "
+                f"{r['dlib_match_rate']:.0%} of photos"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def leakage_table(results: dict) -> list[str]:
+    """The attacker who knows the protection: both photos of every pair protected the same way."""
+    some = next(iter(results["leakage_clean"].values()))["published"]
+    lines = [
+        "",
+        f"Attacker who knows the protection (McPherson et al. 2016): every photo protected the same "
+        f"way, {some['pairs']} same/different pairs compared protected-vs-protected; ROC AUC 0.5 and rank-1 at "
+        f"chance ({some['rank1_chance']:.1%}) mean no identity is left; 'trained': leave-one-out accuracy of a "
+        "logistic regression fitted on the other protected photos' embeddings. Views: as published; "
+        "'face only': everything outside the face regions greyed (no hair, clothes or background to go by); "
+        "'stretched': each face region's contrast stretched first. In brackets: 95% interval of the face-only "
+        "AUC from resampling people; methods whose intervals overlap are not told apart by this data",
+        "",
+        "| method | recogniser | AUC | rank-1 | trained | AUC, face only | rank-1, face only | trained, face only "
+        "| AUC, stretched | rank-1, stretched |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [("clean", results["leakage_clean"])]
+    rows += [(m, {k: r["leakage"] for k, r in res["recognisers"].items()}) for m, res in results["methods"].items()]
+
+    def show(v, fmt):  # nan when a limited run has no different-person pairs
+        return "-" if np.isnan(v) else format(v, fmt)
+
+    for method, per_rec in rows:
+        for key, views in per_rec.items():
+            columns = [(v, m) for v in ("published", "face_only") for m in ("auc", "rank1", "trained")]
+            columns += [("stretched", "auc"), ("stretched", "rank1")]
+            cells = [show(views[v][m], ".3f" if m == "auc" else ".1%") for v, m in columns]
+            face = views["face_only"]
+            if "auc_low" in face:  # results.json files written before the interval existed lack it
+                cells[3] += f" ({show(face['auc_low'], '.2f')}-{show(face['auc_high'], '.2f')})"
+            lines.append(f"| {method} | {key} | " + " | ".join(cells) + " |")
+    # a port and its original are one network: count it once in the average
+    distinct = [
+        k
+        for k in results["leakage_clean"]
+        if not any(models.REGISTRY[o].twin == k for o in results["leakage_clean"] if o != k)
+    ]
+    lines += [
+        "",
+        f"Mean over the distinct networks ({', '.join(distinct)}):",
+        "",
+        "| method | PSNR dB | AUC | AUC, face only | AUC, stretched |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method, per_rec in rows:
+        means = [np.mean([per_rec[k][v]["auc"] for k in distinct]) for v in ATTACKER_VIEWS]
+        psnr = f"{results['methods'][method]['psnr']:.1f}" if method in results["methods"] else "-"
+        lines.append(f"| {method} | {psnr} | " + " | ".join(show(m, ".2f") for m in means) + " |")
+    return lines
+
+
+def format_zoo_table(results: dict) -> str:
+    lines = [
+        "| recogniser | metric, threshold | pairs | accuracy | TPR | TNR | ROC AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in results["recognisers"].items():
+        lines.append(
+            f"| {key} | {r['metric']} {r['threshold']} | {r['pairs']} | {r['accuracy']:.1%} | "
+            f"{r['tpr']:.1%} | {r['tnr']:.1%} | {r['auc']:.3f} |"
+        )
+    lines += ["", "| detector | faces | recall | AP |", "|---|---|---|---|"]
+    for key, d in results["detectors"].items():
+        lines.append(f"| {key} | {d['faces']} | {d['recall']:.1%} | {d['ap']:.3f} |")
+    lines += ["", "| model | forward s | forward+backward s |", "|---|---|---|"]
+    for key, t in results["timing"].items():
+        fb = f"{t['forward_backward']:.2f}" if "forward_backward" in t else "black-box"
+        lines.append(f"| {key} | {t['forward']:.2f} | {fb} |")
+    for key, reason in results.get("unavailable", {}).items():
+        lines.append(f"\n{key}: unavailable ({reason})")
+    return "\n".join(lines) + "\n"
+
+
+def format_transfer_table(results: dict) -> str:
+    """Black-box detectors first (what a user meets), then the attacked ones; control beside."""
+    (method, res), (control, ctl) = list(results["methods"].items())
+    lines = [
+        f"{len(results['annotated'])} annotated photos (recall at IoU 0.5) and {results['portraits']} portraits "
+        f"(share on which the detector still finds the face); L-inf {results['eps']:g}/255",
+        "",
+        f"| detector | role | recall before | after: {method} | after: {control} | "
+        f"portraits found before | still found: {method} | still found: {control} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = sorted(res["detectors"], key=lambda k: res["detectors"][k]["white_box"])
+    for key in order:
+        d, c = res["detectors"][key], ctl["detectors"][key]
+        role = "white-box (attacked)" if d["white_box"] else "black-box"
+        lines.append(
+            f"| {key} | {role} | {d['recall_before']:.1%} | {d['recall_after']:.1%} | {c['recall_after']:.1%} "
+            f"| {d['portraits_found']} | {d['portraits_kept']:.1%} | {c['portraits_kept']:.1%} |"
+        )
+    lines.append("")
+    for name, r in results["methods"].items():
+        ok = [p["success"] for p in r["photos"] if p["success"] is not None]
+        lines.append(
+            f"{name}: PSNR median {r['psnr_median']:.1f} dB (lowest {r['psnr_min']:.1f}); "
+            f"{r['seconds_median']:.1f} s a photo median, {r['seconds_max']:.1f} s worst"
+            + (
+                f"; every attacked detector fooled on {sum(map(bool, ok))}/{len(ok)} photos"
+                if ok and r["attacked"]
+                else ""
+            )
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""Detector transfer benchmark: a method and its same-budget control, judged by every detector."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from faceshield import models
+from faceshield.bench.data import detection_photos, portrait_photos
+from faceshield.bench.method import build_method, label
+from faceshield.bench.report import format_transfer_table, save
+from faceshield.evaluation import DEFAULT_DETECTORS
+from faceshield.images import load_image
+from faceshield.metrics import image_quality, match_detections
+
+
+def run_transfer_bench(
+    dataset: Path,
+    method: str = "detector-pgd",
+    options: dict | None = None,
+    out_dir: Path = Path("bench_results/transfer"),
+    limit: int | None = None,
+    control: str = "noise",
+) -> dict:
+    """Detector transfer: `method` and the same-budget `control` on the annotated detection
+    photos (recall at IoU 0.5 against boxes.json) and on the portraits (share of portraits on
+    which each detector still finds the face it found on the clean photo), judged by every
+    detector of the zoo that loads here, each marked white-box (attacked) or black-box."""
+    from faceshield.metrics import box_iou
+
+    options = {"eps": 8, **(options or {})}
+    keys = DEFAULT_DETECTORS
+    judges, _ = models.available(list(keys))
+    annotated = [(p, t) for p, t in detection_photos(dataset, limit) if t is not None]
+    portraits = portrait_photos(dataset, limit)
+    results = {
+        "dataset": str(dataset),
+        "eps": options["eps"],
+        "annotated": [p.name for p, _ in annotated],
+        "portraits": len(portraits),
+        "methods": {},
+    }
+    for name in (method, control):
+        protection, attacked = build_method(name, options)
+        det = {k: {"hit_before": 0, "hit_after": 0, "faces": 0, "portraits": 0, "kept": 0} for k in judges}
+        rows = []
+        for path, truth in tqdm(
+            [(p, t) for p, t in annotated] + [(p, None) for p in portraits], desc=f"transfer {name}", unit="photo"
+        ):
+            pixels = load_image(path).pixels
+            t = time.perf_counter()
+            result = protection(pixels)
+            seconds = time.perf_counter() - t
+            q = image_quality(pixels, result.pixels)
+            rows.append(
+                {
+                    "photo": str(path.relative_to(dataset)),
+                    "seconds": seconds,
+                    "psnr": q["psnr"],
+                    "success": result.success,
+                    "portrait": truth is None,
+                }
+            )
+            for key, judge in judges.items():
+                before, after = judge.detect(pixels), judge.detect(result.pixels)
+                d = det[key]
+                if truth is not None:
+                    d["faces"] += len(truth)
+                    d["hit_before"] += match_detections(before.boxes, before.scores, truth)[2]
+                    d["hit_after"] += match_detections(after.boxes, after.scores, truth)[2]
+                elif len(before):
+                    d["portraits"] += 1
+                    d["kept"] += bool(len(after) and (box_iou(before.boxes, after.boxes) >= 0.3).any())
+        seconds = [r["seconds"] for r in rows]
+        psnr = [r["psnr"] for r in rows]
+        results["methods"][label(name, options)] = {
+            "attacked": list(attacked),
+            "seconds_median": float(np.median(seconds)),
+            "seconds_max": float(np.max(seconds)),
+            "psnr_median": float(np.median(psnr)),
+            "psnr_min": float(np.min(psnr)),
+            "detectors": {
+                k: {
+                    "white_box": models.white_box(k, attacked),
+                    "recall_before": d["hit_before"] / max(d["faces"], 1),
+                    "recall_after": d["hit_after"] / max(d["faces"], 1),
+                    "portraits_found": d["portraits"],
+                    "portraits_kept": d["kept"] / max(d["portraits"], 1),
+                }
+                for k, d in det.items()
+            },
+            "photos": rows,
+        }
+    return save(results, format_transfer_table(results), out_dir)
