@@ -72,12 +72,10 @@ def hub_cache(tmp_path, monkeypatch):
             _tiny_arcface_onnx(target)
     (repo_weights / "hub-pins.json").write_text(json.dumps(pins))
     for key in ("yolo-face", "facenet-vggface2", "arcface-auraface"):  # forget earlier "unavailable" verdicts
-        models._failed.pop(key, None)
-        models._built.pop(key, None)
+        models.forget(key)
     yield pins
     for key in ("yolo-face", "facenet-vggface2", "arcface-auraface"):
-        models._failed.pop(key, None)
-        models._built.pop(key, None)
+        models.forget(key)
 
 
 def test_unpinned_or_uncached_models_are_unavailable_with_a_reason():

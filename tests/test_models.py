@@ -20,12 +20,10 @@ def test_registry_lists_every_model_with_status():
 def test_unknown_and_broken_models_report_reasons(monkeypatch):
     with pytest.raises(KeyError):
         models.load("no-such-model")
-    broken = models.ModelSpec(
-        "broken", "detector", lambda: (_ for _ in ()).throw(OSError("weights missing")), "nowhere", "n/a"
-    )
+    broken = models.ModelSpec("broken", "detector", ".no_such_port:Detector", "nowhere", "n/a")
     monkeypatch.setitem(models.REGISTRY, "broken", broken)
     loaded, missing = models.available(["mtcnn", "broken"])
-    assert list(loaded) == ["mtcnn"] and "weights missing" in missing["broken"]
+    assert list(loaded) == ["mtcnn"] and "No module named 'faceshield.models.no_such_port'" in missing["broken"]
 
 
 @pytest.mark.parametrize("name,expected", [("astronaut", 1), ("bus", 2), ("zidane", 2)])
