@@ -6,7 +6,7 @@ exactly what the user downloads (8-bit, so effects are judged after quantisation
 Each protection is one class: a subclass of Protection, registered with @register, that
 declares its options once as Param records (name, default, bounds, help, where the page shows
 it). The CLI's flags, the web page's controls, the server's checks of what the page sends and
-the bench's row labels are all made from those declarations (cli.py, app.py, bench.py):
+the bench's row labels are all made from those declarations (cli.py, app.py, bench/method.py):
 
     @register
     class Sharpen(Protection):
