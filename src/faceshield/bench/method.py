@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from faceshield.protections import METHODS, build, method_key
+from faceshield.protections import METHODS, build, method_key, spec_options
 
 
 def label(method: str, options: dict) -> str:
     """The method's row name: its spec, plus each option it declares whose value differs from
-    its default, as the declaration's `tag` reads ("tip-im [attacks facenet+sface, margin 0.5]")."""
+    its default, as the declaration's `tag` reads ("tip-im [attacks facenet+sface, margin 0.5]";
+    the spec's own options too: "ddm:variant=paper" -> "ddm [variant paper]")."""
+    method, own = spec_options(method)
+    options = {**options, **own}
     cls = METHODS[method_key(method)]
     shown = {p.name: p.describe_value(v) for p in cls.params if (v := options.get(p.name)) is not None}
     extra = []

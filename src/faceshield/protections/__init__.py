@@ -36,6 +36,7 @@ __all__ = [
     "check_options",
     "declared",
     "method_key",
+    "spec_options",
     "merge_faces",
     "region_mask",
     "register",
@@ -43,24 +44,49 @@ __all__ = [
 
 
 def method_key(spec: str) -> str:
-    """ "blur@8" -> "blur": a method name, optionally @strength; KeyError if unknown."""
-    key = spec.split("@", 1)[0]
+    """ "blur@8" -> "blur": a method name, optionally @strength and :options (spec_options);
+    KeyError if unknown."""
+    key = spec.partition(":")[0].split("@", 1)[0]
     if key not in METHODS:
         raise KeyError(f"unknown method '{key}'; known: {', '.join(METHODS)}")
     return key
+
+
+def spec_options(spec: str) -> tuple[str, dict]:
+    """ "ddm:variant=paper" -> ("ddm", {"variant": "paper"}): options of this method alone,
+    written after a colon as OPTION=VALUE, comma-separated (each value a Python literal, else
+    text), so one bench run can hold one method with different options; "blur@8" -> ("blur@8", {})."""
+    import ast
+
+    name, sep, rest = spec.partition(":")
+    own = {}
+    for item in rest.split(",") if sep else ():
+        option, eq, value = item.partition("=")
+        if not eq or not option.strip():
+            raise ValueError(f"expected METHOD:OPTION=VALUE[,OPTION=VALUE], got {spec!r}")
+        try:
+            own[option.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            own[option.strip()] = value.strip()
+    return name, own
 
 
 def build(key: str, **knobs) -> Protection:
     """A protection by CLI name from one shared set of knobs, e.g. build("detector-pgd", eps=8)
     or build("blur@16").
 
-    "name@value" sets the strength (obfuscations at several strengths in one bench run). The
+    "name@value" sets the strength (obfuscations at several strengths in one bench run);
+    "name:option=value" sets an option of this method alone (spec_options). The
     page, compare and the bench pass one set of knobs (eps, steps, strength, attack, ...) to any
     method: the knobs another protection declares but this one does not are dropped, and None
     means "this protection's default". A knob no protection declares (a misspelling) is a
     TypeError naming the options there are. To be strict, call the class: METHODS[key](**options)
     refuses any option it does not declare.
     """
+    key, own = spec_options(key)
+    if own:
+        check_options([key], own)
+        knobs = {**knobs, **own}
     if "@" in key:
         knobs = {**knobs, "strength": float(key.split("@", 1)[1])}
     cls = METHODS[method_key(key)]
