@@ -1,10 +1,14 @@
 """The identity bench and its attacker who knows the protection, on a tiny dataset made here."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from faceshield.bench import run_identity_bench
+from faceshield.bench.docs import render
 from faceshield.evaluation import identity_leakage
 from faceshield.models.base import Recogniser
 
@@ -129,3 +133,99 @@ def test_per_person_keeps_k_pairs_each_with_its_own_protected_photo():
         "identities/bob/1.jpg",
         "identities/bob/2.jpg",
     ]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+_ZOO = {
+    "dataset": "faces",
+    "recognisers": {
+        "dlib-resnet": {
+            "name": "dlib ResNet",
+            "threshold": 0.6,
+            "metric": "euclidean",
+            "pairs": 4,
+            "accuracy": 0.75,
+            "tpr": 1.0,
+            "tnr": 0.5,
+            "auc": 0.875,
+        }
+    },
+    "detectors": {"mtcnn": {"name": "MTCNN", "faces": 3, "recall": 2 / 3, "ap": 0.6}},
+    "timing": {"mtcnn": {"forward": 0.5, "forward_backward": 1.25}, "dlib-resnet": {"forward": 0.2}},
+    "unavailable": {},
+}
+_DETECTION = {
+    "dataset": "faces",
+    "eps": 8,
+    "photos": ["a.jpg"],
+    "methods": {
+        "noise": {
+            "summary": {
+                "seconds_per_photo": 0.1,
+                "psnr": 43.21,
+                "ssim": 0.98,
+                "linf": 8,
+                "recogniser_match_rate": 1.0,
+                "detectors": {
+                    "mtcnn": {
+                        "faces": 2,
+                        "white_box": False,
+                        "recall_before": 1.0,
+                        "recall_after": 0.5,
+                        "ap_before": 1.0,
+                        "ap_after": 0.5,
+                    }
+                },
+            },
+            "photos": [{"photo": "a.jpg", "seconds": 0.1, "faces": 2, "success": None}],
+        }
+    },
+}
+
+
+def _record(folder: Path, name: str, kind: str, results: dict, **extra) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = {"bench": kind, "command": f"python -m faceshield bench faces --{name}", "measured": "2026-12-02 01:00 UTC"}
+    rec |= {"commit": "abc1234", "threads": 1, "note": "busy", "results": results, **extra}
+    (folder / f"{name}.json").write_text(json.dumps(rec))
+
+
+def test_benchmarks_page_is_rendered_from_the_recorded_results(tmp_path):
+    results = tmp_path / "results"
+    _record(results, "zoo", "zoo", _ZOO)
+    _record(results, "noise", "detection", _DETECTION, title="The noise control")
+    page = render(results, REPO / "docs" / "benchmarks.template.md")
+    zoo, detection = page.index("## Model zoo"), page.index("## Detector evasion")
+    # each table under its own heading, printed by the bench's formatter, with the command that made it
+    assert zoo < page.index("| dlib-resnet | euclidean 0.6 | 4 | 75.0% | 100.0% | 50.0% | 0.875 |") < detection
+    assert zoo < page.index("| mtcnn | 0.50 | 1.25 |") < detection
+    assert detection < page.index("### The noise control") < page.index("| noise | mtcnn | 2 | 100.0% | 50.0% |")
+    assert "python -m faceshield bench faces --zoo\n" in page and "at commit abc1234, 1 torch thread; busy." in page
+    assert "<!-- results:" not in page
+    assert page.count("No recorded run yet.") == 2  # transfer and identity: nothing recorded here
+    _record(results, "odd", "no-such-bench", {})
+    with pytest.raises(ValueError, match="no-such-bench"):
+        render(results, REPO / "docs" / "benchmarks.template.md")
+
+
+def test_committed_benchmarks_page_matches_the_committed_results():
+    page = REPO / "docs" / "benchmarks.md"
+    expected = render(REPO / "docs" / "results", REPO / "docs" / "benchmarks.template.md")
+    assert page.read_text() == expected, "run `python -m faceshield bench-docs` and commit docs/benchmarks.md"
+
+
+def test_bench_record_saves_the_results_with_the_command(tmp_path, monkeypatch, capsys):
+    from faceshield import bench, cli
+
+    monkeypatch.setattr(bench, "run_zoo_bench", lambda dataset, out_dir: _ZOO)
+    argv = ["bench", "faces", "--zoo", "--out", str(tmp_path), "--record", str(tmp_path / "r.json"), "--note", "a b"]
+    assert cli.main(argv) == 0
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["bench"] == "zoo" and rec["results"] == _ZOO and rec["note"] == "a b"
+    assert (
+        rec["command"]
+        == f"python -m faceshield bench faces --zoo --out {tmp_path} --record {tmp_path}/r.json --note 'a b'"
+    )
+    assert rec["threads"] >= 1 and rec["measured"].endswith("UTC")
+    assert "| dlib-resnet | euclidean 0.6 |" in render(tmp_path, REPO / "docs" / "benchmarks.template.md")

@@ -1,9 +1,10 @@
-"""Command line: `python -m faceshield protect|bench|models ...`."""
+"""Command line: `python -m faceshield protect|bench|bench-docs|models ...`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -203,26 +204,37 @@ def cmd_protect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from faceshield.bench import run_bench, run_identity_bench, run_transfer_bench, run_zoo_bench
-
     options = protect_options(args)
     if error := _explicit(args.methods, options):
         print(error, file=sys.stderr)
         return 2
+    from faceshield.bench.docs import checkout, record
+
+    started = checkout() if args.record else ""
+    kind, results = _run_bench(args, options)
+    if args.record:
+        command = "python -m faceshield " + shlex.join(args.argv)
+        record(kind, results, Path(args.record), command, args.note, commit=started)
+        print(f"recorded in {args.record}; `python -m faceshield bench-docs` renders docs/benchmarks.md")
+    return 0
+
+
+def _run_bench(args, options: dict) -> tuple[str, dict]:
+    """(bench kind, results) of the experiment the flags ask for."""
+    from faceshield.bench import run_bench, run_identity_bench, run_transfer_bench, run_zoo_bench
+
     if args.zoo:
-        run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
-        return 0
+        return "zoo", run_zoo_bench(Path(args.dataset), out_dir=Path(args.out) / "zoo")
     if args.transfer:
-        run_transfer_bench(
+        return "transfer", run_transfer_bench(
             Path(args.dataset),
             args.methods[0],
             options,
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
         )
-        return 0
     if args.pairs:
-        run_identity_bench(
+        return "identity", run_identity_bench(
             Path(args.dataset),
             args.methods,
             options,
@@ -231,8 +243,7 @@ def cmd_bench(args) -> int:
             adaptive=args.adaptive,
             per_person=args.per_person,
         )
-        return 0
-    run_bench(
+    return "detection", run_bench(
         Path(args.dataset),
         args.methods,
         options,
@@ -241,7 +252,12 @@ def cmd_bench(args) -> int:
         limit=args.limit,
         annotated_only=not args.all_photos,
     )
-    return 0
+
+
+def cmd_bench_docs(args) -> int:
+    from faceshield.bench.docs import main
+
+    return main(Path(args.results), Path(args.output), check=args.check)
 
 
 def cmd_models(args) -> int:
@@ -328,7 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="model-zoo benchmark: verification accuracy/AUC, detector recall/AP, timings (no protection)",
     )
+    b.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also save the results with this command, date and commit (docs/results/NAME.json: "
+        "`bench-docs` renders docs/benchmarks.md from them)",
+    )
+    b.add_argument("--note", help="with --record: a remark printed under the table (e.g. 'busy: ...')")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("bench-docs", help="render docs/benchmarks.md from the recorded bench results")
+    d.add_argument("results", nargs="?", default="docs/results", help="folder of recorded results (*.json)")
+    d.add_argument("-o", "--output", default="docs/benchmarks.md")
+    d.add_argument("--check", action="store_true", help="only say whether the page is up to date (exit 1 if not)")
+    d.set_defaults(func=cmd_bench_docs)
 
     m = sub.add_parser("models", help="list the model registry and what is available here")
     m.set_defaults(func=cmd_models)
@@ -337,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for --record
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.threads:
         settings.TORCH_THREADS = args.threads

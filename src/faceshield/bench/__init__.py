@@ -12,6 +12,7 @@ and writes results.md and results.json to its output folder.
   zoo.py        run_zoo_bench: the models on clean photos, timings
   transfer.py   run_transfer_bench: a method and its control, white-box vs black-box detectors
   report.py     the tables, from a results dict
+  docs.py       --record and `bench-docs`: docs/benchmarks.md rendered from docs/results/
 """
 
 from faceshield.bench.data import pairs_per_person

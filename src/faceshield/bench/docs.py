@@ -1,0 +1,142 @@
+"""docs/benchmarks.md, rendered from the bench's own results: never edited by hand.
+
+A bench run with `--record docs/results/NAME.json` saves its results.json there together with
+the exact command, the date, the commit and the torch threads (`record`). `python -m faceshield
+bench-docs` renders every record of docs/results/ with the bench's table formatters into the
+fixed explanatory text of docs/benchmarks.template.md (`render`); `--check` says whether the
+page is up to date.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from faceshield.bench.report import format_identity_table, format_table, format_transfer_table, format_zoo_table
+
+RESULTS_DIR = Path("docs/results")
+PAGE = Path("docs/benchmarks.md")
+TEMPLATE = Path("docs/benchmarks.template.md")  # the fixed text, with a marker where each kind's tables go
+MARKER = re.compile(r"^<!-- results: ([a-z]+) -->\n", re.M)
+
+FORMATTERS = {
+    "zoo": format_zoo_table,
+    "detection": format_table,
+    "transfer": format_transfer_table,
+    "identity": format_identity_table,
+}
+
+
+def record(
+    kind: str, results: dict, path: Path, command: str, note: str | None = None, commit: str | None = None
+) -> dict:
+    """Save a bench run's results with what produced them, for the generated page. commit:
+    checkout() as it was when the run started (default: now)."""
+    import torch
+
+    rec = {
+        "bench": kind,
+        "command": command,
+        "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": checkout() if commit is None else commit,
+        "threads": torch.get_num_threads(),
+        "note": note or "",
+        "results": results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
+def checkout() -> str:
+    """The checkout's commit, "+changes" when src/faceshield differs from it; "" outside git."""
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno", "--", ".."], cwd=here, capture_output=True, text=True
+        )
+    except OSError:
+        return ""
+    if head.returncode:
+        return ""
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def load_records(results_dir: Path) -> dict[str, dict]:
+    """{file stem: record} of every *.json in results_dir, by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
+
+
+KIND_TITLES = {
+    "zoo": "Every model on the clean photos",
+    "detection": "Detection",
+    "transfer": "Transfer",
+    "identity": "Identity",
+}
+
+
+def _title(rec: dict) -> str:
+    """The record's own title, or its kind and methods."""
+    if rec.get("title"):
+        return rec["title"]
+    methods = list(rec["results"].get("methods", {}))
+    kind = KIND_TITLES[rec["bench"]]
+    return f"{kind}: {', '.join(methods)}" if methods else kind
+
+
+def _section(name: str, rec: dict) -> str:
+    how = f"Measured {rec['measured']}"
+    if rec.get("commit"):
+        how += f" at commit {rec['commit']}"
+    how += f", {rec['threads']} torch thread{'s' if rec['threads'] != 1 else ''}"
+    if rec.get("note"):
+        how += f"; {rec['note']}"
+    return "\n".join(
+        [
+            f"### {_title(rec)}",
+            "",
+            "```bash",
+            rec["command"],
+            "```",
+            "",
+            f"{how}. Raw results: [results/{name}.json](results/{name}.json).",
+            "",
+            FORMATTERS[rec["bench"]](rec["results"]).rstrip("\n"),
+            "",
+        ]
+    )
+
+
+def render(results_dir: Path = RESULTS_DIR, template: Path = TEMPLATE) -> str:
+    """The page: the template's fixed text, each `<!-- results: KIND -->` line replaced by that
+    kind's records (by file name) rendered with the bench's own table formatter."""
+    records = load_records(results_dir)
+    unknown = {n: r.get("bench") for n, r in records.items() if r.get("bench") not in FORMATTERS}
+    if unknown:
+        raise ValueError(f"records of no known bench kind ({', '.join(FORMATTERS)}): {unknown}")
+
+    def results(match: re.Match) -> str:
+        kind = match.group(1)
+        if kind not in FORMATTERS:
+            raise ValueError(f"{template}: no bench kind '{kind}' (known: {', '.join(FORMATTERS)})")
+        mine = [_section(n, r) for n, r in records.items() if r["bench"] == kind]
+        return "\n".join(mine) if mine else "No recorded run yet.\n"
+
+    return MARKER.sub(results, Path(template).read_text())
+
+
+def main(results_dir: Path = RESULTS_DIR, out: Path = PAGE, check: bool = False, template: Path = TEMPLATE) -> int:
+    text = render(results_dir, template)
+    if check:
+        if not out.exists() or out.read_text() != text:
+            print(f"{out} is out of date with {results_dir}: run `python -m faceshield bench-docs`")
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.write_text(text)
+    print(f"wrote {out} from {len(load_records(results_dir))} records in {results_dir}")
+    return 0
