@@ -46,16 +46,20 @@ def test_bad_file_gives_a_clear_error(client, tmp_path):
 
 @pytest.mark.slow
 def test_attack_lab_steps_through_iterations(client):
-    """The lab records every iterate; the last one hides the face from MTCNN."""
+    """The lab records every iterate and opens on the last one: its photo, the perturbation at
+    three amplifications, the plot."""
+    import re
+
     from gradio_client import handle_file
 
     from faceshield.examples import example_photos
 
     trace_slider, view, amplified, plot, caption = client.predict(
-        handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 30, api_name="/lab"
+        handle_file(str(example_photos()["astronaut"])), "detector-pgd", 8, 10, api_name="/lab"
     )
-    assert "Iteration" in caption and len(amplified) == 3
-    assert plot is not None
+    last = re.search(r"Iteration (\d+)\*\* of (\d+)", caption)
+    assert last and last[1] == last[2] and 1 <= int(last[2]) <= 10, caption
+    assert len(amplified) == 3 and view and plot is not None
 
 
 def test_each_protection_shows_the_knob_it_uses(photos):

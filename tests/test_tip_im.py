@@ -9,14 +9,17 @@ from faceshield.images import png_roundtrip
 from faceshield.metrics import image_quality
 from faceshield.protections import TIPIM, build
 
+PORTS = ("dlib-resnet-torch", "facenet", "sface")  # the attacked recognisers these tests judge
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["astronaut", "zidane"])
 def test_every_recogniser_no_longer_matches(photos, name):
-    """Attacks the three ports; judged by every recogniser, the native ones included
-    (landmarks found again on the protected photo)."""
+    """Attacks the three ports, just past their thresholds (margin 0.25: the default 1.0 goes
+    twice as far, for transfer, in many more steps); judged by every recogniser, the native
+    ones included (landmarks found again on the protected photo)."""
     pixels = photos[name]
-    result = TIPIM(eps=8)(pixels)
+    result = TIPIM(eps=8, attack=PORTS, margin=0.25)(pixels)
     downloaded = png_roundtrip(result.pixels)
     assert len(result.faces) >= 1 and result.info["success"]
     for key in ("dlib-resnet", "facenet", "sface-onnx"):
@@ -29,15 +32,15 @@ def test_every_recogniser_no_longer_matches(photos, name):
 
 @pytest.mark.slow
 def test_targeted_mask_matches_its_target(photos):
-    """A target face from another photo: after protection every attacked recogniser matches
-    the astronaut's face to it, and no longer to herself."""
+    """A target face from another photo: after protection every attacked recogniser (the three
+    ports) matches the astronaut's face to it, and no longer to herself."""
     pixels, target = photos["astronaut"], photos["zidane"]
-    result = TIPIM(eps=8, mode="targeted", targets=[target], steps=100)(pixels)
+    result = TIPIM(eps=8, mode="targeted", targets=[target], steps=100, attack=PORTS)(pixels)
     assert result.info["success"] and result.info["targets_used"] == [[0]]
     downloaded = png_roundtrip(result.pixels)
     target_box = models.largest_face(target)
     (box,) = result.faces.boxes
-    for key in ("dlib-resnet-torch", "facenet", "sface"):
+    for key in PORTS:
         rec = models.load(key)
         protected = rec.embed(downloaded, box)
         assert rec.is_match(rec.score(protected, rec.embed(target, target_box))), key
