@@ -135,15 +135,29 @@ def _option(value, param: Param):
     return param.check(value, page=True)
 
 
+def _unused_option(value, decls: list[tuple[str, Param]]):
+    """An option the chosen protection does not declare: its value is not used, but it must be
+    one that a protection declaring it accepts (a mask's grey level of 128 left in the control
+    when the page switched to another protection passes; NaN or 1e9 does not)."""
+    errors = []
+    for _, param in decls:
+        try:
+            return _option(value, param)
+        except InputError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
 def page_inputs(values: dict) -> dict:
     """The Protect page's raw inputs (by protect_inputs() name), checked, as protect_photo's
     keyword arguments (InputError otherwise). Each option is checked against the chosen
-    protection's declaration, or another's when it does not declare it (the value is then not
-    used); an empty value means the protection's default."""
+    protection's declaration, or, when it does not declare it (the value is then not used),
+    against those of the protections that do; an empty value means the protection's default."""
     method = _choice(values.get("method"), tuple(METHODS), "The protection")
     options = {}
     for name, decls in page_options().items():
-        options[name] = _option(values.get(name), METHODS[method].param(name) or decls[0][1])
+        param = METHODS[method].param(name)
+        options[name] = _option(values.get(name), param) if param else _unused_option(values.get(name), decls)
     source = _upload(values.get("image_path"))
     if not source:
         raise InputError("Upload a photo first (or click an example).")
