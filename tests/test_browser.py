@@ -73,8 +73,10 @@ def _page_tab(page, name: str, elem: str):
 
 
 def _upload(panel, path) -> None:
-    panel.locator("input[type=file]").first.set_input_files(str(path))
-    panel.page.wait_for_timeout(1500)  # the upload reaches the server before the button is pressed
+    """Upload `path` as the page's photo; returns once the server has stored it."""
+    with panel.page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.ok, timeout=30_000):
+        panel.locator("input[type=file]").first.set_input_files(str(path))
+    panel.page.wait_for_timeout(300)  # the component takes the stored file's path
 
 
 def _choose(page, method: str) -> None:
@@ -197,14 +199,13 @@ def test_upload_protect_and_download(page, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["generator", "tip-im", "apf", "ddm", "blur", "pixelate", "mask", "noise"])
-def test_each_protection_in_the_browser(page, tmp_path, method):
+def test_each_protection_in_the_browser(page, small_face, tmp_path, method):
     """Choose the protection in the dropdown (an iterative one at the page's fewest iterations),
     protect, and download a metadata-free PNG that differs from the photo (or, for a protection
     whose weights cannot load here, a clear message)."""
-    from faceshield.examples import example_photos
     from faceshield.protections import METHODS
 
-    source = example_photos()["astronaut"]
+    source = small_face  # the astronaut's face: quick to judge
     panel = _page_tab(page, "Protect", "protect")
     if not panel.locator("#summary").is_visible():  # the details section, where the summary names the method
         panel.get_by_text("Details: settings, image quality, notices").click()
