@@ -7,8 +7,13 @@ reconstructed faces (distributed like real faces) from encrypted ones. Unlike a 
 *helps* D succeed: the paper shows that this maximises the discrepancy between the
 encrypted and the original face distributions, while the reconstruction term keeps enough
 information in the encrypted crop for an authorised holder of G_d to recover the face.
-Trained by `python -m faceshield.train ddm` (faceshield/train/ddm.py); the weights ship in
-weights/ddm.safetensors with a model card (weights/README.md).
+Trained by `python -m faceshield.train ddm` (faceshield/train/ddm.py); two variants ship
+with a model card (weights/README.md):
+- "identity" (the default, weights/ddm.safetensors): the paper's objective plus a term that
+  removes identity as recognisers see it (the encrypted face's embedding pushed away from the
+  original's, and two encryptions of one face no closer than encryptions of different faces),
+  under a fidelity bound; both networks are residual (they start as the identity map).
+- "paper" (weights/ddm-paper.safetensors): the paper's objective alone, for comparison.
 
 Here it is one more obfuscation of the face regions (as blur, pixelation and masking):
 each face box, grown by 10%, is resized to 128x128, encrypted and resized back.
@@ -28,7 +33,8 @@ from faceshield.protections.base import WEIGHTS, Param, register
 from faceshield.protections.obfuscation import _COMMON, _Obfuscation
 from faceshield.tensors import to_tensor, to_uint8
 
-WEIGHTS_FILE = "ddm.safetensors"
+VARIANTS = {"identity": "ddm.safetensors", "paper": "ddm-paper.safetensors"}  # variant -> weights/ file
+WEIGHTS_FILE = VARIANTS["identity"]
 CROP = 128
 
 
@@ -47,10 +53,14 @@ class _Residual(nn.Module):
 
 class CodecNet(nn.Module):
     """Encoder-decoder for 128x128 crops in [0, 1] -> 128x128 crops in [0, 1]; G_e and G_d
-    share this architecture (two downsamplings, residual core, two upsamplings)."""
+    share this architecture (two downsamplings, residual core, two upsamplings).
 
-    def __init__(self, width: int = 32, blocks: int = 4):
+    residual=True: the output is sigmoid(logit(x) + net(x)), with the last layer starting at
+    zero, so the network starts as the identity map and learns a change of the input."""
+
+    def __init__(self, width: int = 32, blocks: int = 4, residual: bool = False):
         super().__init__()
+        self.residual = residual
         w = width
         self.net = nn.Sequential(
             _block(3, w),
@@ -63,9 +73,15 @@ class CodecNet(nn.Module):
             _block(2 * w, w),
             nn.Conv2d(w, 3, 3, 1, 1),
         )
+        if residual:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x):
-        return torch.sigmoid(self.net(x * 2 - 1))
+        out = self.net(x * 2 - 1)
+        if self.residual:
+            return torch.sigmoid(torch.logit(x.clamp(1 / 512, 1 - 1 / 512)) + out)
+        return torch.sigmoid(out)
 
 
 class Discriminator(nn.Module):
@@ -121,12 +137,14 @@ class Discriminator(nn.Module):
 
 
 @functools.lru_cache(maxsize=4)  # once per process and weights file
-def load_codecs(path=None) -> tuple[CodecNet, CodecNet]:
-    """(G_e, G_d) from weights/ddm.safetensors (keys encrypt.* and decrypt.*)."""
-    trained = weights.load_trained(path, WEIGHTS_FILE)
+def load_codecs(path=None, variant: str = "identity") -> tuple[CodecNet, CodecNet]:
+    """(G_e, G_d) from the file at `path`, else the variant's weights/ file (VARIANTS; keys
+    encrypt.* and decrypt.*; the metadata gives width, blocks and whether they are residual)."""
+    trained = weights.load_trained(path, VARIANTS[variant])
     nets = []
     for part in ("encrypt", "decrypt"):
-        net = CodecNet(int(trained.meta.get("width", 32)), int(trained.meta.get("blocks", 4)))
+        meta = trained.meta
+        net = CodecNet(int(meta.get("width", 32)), int(meta.get("blocks", 4)), meta.get("residual") == "True")
         net.load_state_dict(trained.part(part))
         nets.append(weights.frozen(net))
     return nets[0], nets[1]
@@ -151,16 +169,24 @@ class DDMEncryption(_Obfuscation):
     reversible = True
     params = (
         Param("strength", 1.0, "ignored (the encryption is all or nothing)", flag="--strength", tag=""),
+        Param(
+            "variant",
+            "identity",
+            "which trained encryption: 'identity' (the paper's objective plus an identity-removing term, "
+            "weights/ddm.safetensors) or 'paper' (the paper's objective alone, weights/ddm-paper.safetensors)",
+            choices=tuple(VARIANTS),
+            tag="variant {value}",
+        ),
         *_COMMON,
         WEIGHTS,
     )
 
     def load_weights(self) -> None:
-        load_codecs(self.weights_path)
+        load_codecs(self.weights_path, self.variant)
 
     def obscure(self, patch):
-        return _through(load_codecs(self.weights_path)[0], patch)
+        return _through(load_codecs(self.weights_path, self.variant)[0], patch)
 
     def decrypt(self, patch: np.ndarray) -> np.ndarray:
         """The authorised reconstruction G_d of an encrypted patch (same box)."""
-        return _through(load_codecs(self.weights_path)[1], patch)
+        return _through(load_codecs(self.weights_path, self.variant)[1], patch)
