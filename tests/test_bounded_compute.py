@@ -124,9 +124,9 @@ def test_too_many_target_photos_or_faces_are_refused(client, face, photos, tmp_p
 
 def test_the_gallery_sends_thumbnails_and_the_download_stays_full_size(client, photos, tmp_path):
     big = tmp_path / "big.png"
-    Image.fromarray(photos["astronaut"]).resize((1024, 1024)).save(big)
+    Image.fromarray(photos["astronaut"]).resize((640, 640)).save(big)  # larger than a thumbnail
     out = client.predict(**protect_args(big, method="blur", strength=8), api_name="/protect")
-    assert Image.open(out[2]).size == (1024, 1024) and Image.open(out[2]).format == "PNG"
+    assert Image.open(out[2]).size == (640, 640) and Image.open(out[2]).format == "PNG"
     sizes = [Image.open(item["image"]).size for item in out[3]]
     assert sizes and all(max(s) == settings.THUMB_SIDE for s in sizes), sizes
 
@@ -159,7 +159,7 @@ def test_the_lab_keeps_only_thumbnails_and_drops_them_after_their_time_to_live(c
     from faceshield.lab import Trace
 
     big = tmp_path / "big.png"
-    Image.fromarray(photos["astronaut"]).resize((768, 768)).save(big)
+    Image.fromarray(photos["astronaut"]).resize((640, 640)).save(big)
     lab = client.predict(handle_file(str(big)), "detector-pgd", 8, 5, api_name="/lab")
     view = lab[1]  # the State output is not part of the API: slider, view, gallery, plot, caption
     assert max(Image.open(view).size) == settings.THUMB_SIDE
@@ -171,7 +171,7 @@ def test_the_lab_keeps_only_thumbnails_and_drops_them_after_their_time_to_live(c
     assert ttl == settings.STATE_TTL and math.isfinite(ttl)
     assert len(trace.iterates) >= 2 and len(trace.loss) == len(trace.iterates) - 1
     sides = [max(a.shape[:2]) for a in _arrays(trace)]
-    assert sides and max(sides) <= settings.THUMB_SIDE < 768, sides
+    assert sides and max(sides) <= settings.THUMB_SIDE < 640, sides
     session._state_ttl[key] = (ttl, created - datetime.timedelta(seconds=ttl + 1))  # as if idle that long
     _wait(lambda: key not in session.state_data, 10, "the expired lab state to be dropped")
 
