@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -206,6 +207,8 @@ class Param:
             return f"{value:g}"
         if isinstance(value, tuple | list):
             return "+".join(map(str, value))
+        if self.kind == PATH:  # the file's name: which weights, not where they sit
+            return Path(str(value)).name
         return str(value)
 
 
@@ -365,7 +368,7 @@ WEIGHTS = Param(
     kind=PATH,
     flag="--weights",
     metavar="FILE",
-    tag="",
+    tag="weights {value}",
 )
 FACE_MARGIN = Param("face_margin", 0.25, "how far around each face box (x its size) the change may reach", low=0)
 SEED = Param("seed", 0, "random seed", low=0)

@@ -218,7 +218,7 @@ def main(args) -> None:
         if run.step % args.save_every == 0 or run.step == args.steps:
             run.save()
     bar.close()
-    export(args, transfer, uap_logits, len(train) // args.views, keys)
+    export(args, transfer, uap_logits, len(train) // args.views, run.step)
 
 
 @torch.no_grad()
@@ -232,7 +232,7 @@ def validate(transfer, uap_logits, val, recs, eps) -> dict:
     return {f"val_fooled_{k}": np.mean(v) for k, v in fooled.items()}
 
 
-def export(args, transfer, uap_logits, faces: int, keys) -> None:
+def export(args, transfer, uap_logits, faces: int, steps: int) -> None:
     state = {f"transfer.{k}": v for k, v in transfer.state_dict().items()}
     state["uap"] = torch.tanh(uap_logits.detach())
     holder = torch.nn.Module()
@@ -252,7 +252,7 @@ def export(args, transfer, uap_logits, faces: int, keys) -> None:
             "ensemble": ",".join(args.ensemble),
             "judges": ",".join(args.judges),
             "margin": args.margin,
-            "steps": args.steps,
+            "steps": steps,
             "batch": args.batch,
             "views": args.views,
             "seed": args.seed,
