@@ -49,3 +49,26 @@ def test_evaluate_with_reference_photo(photos):
     face = rec.matches[0]
     assert face.match and face.reference_match and face.reference_score < 0.6
     assert ev.quality["linf"] <= 2
+
+
+def test_judging_is_bounded_per_request(photos):
+    """The web path judges at most max_faces faces (the largest, with a notice), and a
+    cancelled request stops the judging itself, not only the attack."""
+    import threading
+
+    from faceshield.models import Detections
+    from faceshield.protections.base import Cancelled, stop_when
+
+    astronaut = photos["astronaut"]
+    boxes = np.array([[150, 50, 350, 270], [10, 10, 40, 40], [400, 300, 430, 330], [0, 400, 60, 460]], float)
+    faces = Detections(boxes, np.ones(len(boxes)))
+    ev = evaluate(astronaut, astronaut, [], ["dlib-resnet"], faces=faces, max_faces=2)
+    (rec,) = ev.recognisers
+    assert [m.face for m in rec.matches] == [0, 3]  # the two largest, in the photo's order
+    assert ev.notices and "2 largest of the 4 faces" in ev.notices[0]
+    assert evaluate(astronaut, astronaut, [], ["dlib-resnet"], faces=faces).notices == []
+
+    cancelled = threading.Event()
+    cancelled.set()
+    with stop_when(cancelled), pytest.raises(Cancelled):
+        evaluate(astronaut, astronaut, [], ["dlib-resnet"], faces=faces)

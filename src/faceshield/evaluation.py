@@ -15,7 +15,7 @@ from faceshield import models
 from faceshield.boxes import largest
 from faceshield.metrics import box_iou, image_quality
 from faceshield.models import Detections
-from faceshield.protections.base import merge_faces
+from faceshield.protections.base import check_cancelled, merge_faces
 
 DEFAULT_DETECTORS = models.names(kind="detector", slow=False)
 DEFAULT_RECOGNISERS = models.names(kind="recogniser")
@@ -73,6 +73,7 @@ class Evaluation:
     quality: dict
     unavailable: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    notices: list[str] = field(default_factory=list)  # what the user should know about the judging
 
 
 def reference_faces(pixels: np.ndarray, detectors: list) -> Detections:
@@ -88,6 +89,7 @@ def evaluate(
     faces: Detections | None = None,
     reference: np.ndarray | None = None,
     before: dict[str, Detections] | None = None,
+    max_faces: int | None = None,
 ) -> Evaluation:
     """Judge `protected` against `original`, both (H, W, 3) uint8.
 
@@ -95,6 +97,9 @@ def evaluate(
     faces: faces to compare identities on (default: union of the detectors' finds on the original).
     reference: optional second photo of the same person; its largest face is compared with each face.
     before: cached detections on the original, by key (saves time when judging several protections).
+    max_faces: recognisers judge at most this many faces, the largest (None: every face); the
+    web path sets it so that one crowded photo cannot hold the server for minutes. Inside a
+    request (protections.base.stop_when) a cancelled request stops the judging face by face.
     """
     start = time.perf_counter()
     detector_keys = DEFAULT_DETECTORS if detector_keys is None else detector_keys
@@ -111,6 +116,13 @@ def evaluate(
 
     if faces is None:
         faces = merge_faces([v.before for v in det_views])
+    notices, judged = [], list(range(len(faces)))
+    if max_faces is not None and len(faces) > max_faces:
+        b = np.asarray(faces.boxes, float)
+        judged = sorted(np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")[:max_faces].tolist())
+        notices.append(
+            f"Identity was judged on the {max_faces} largest of the {len(faces)} faces (the per-request face limit)."
+        )
     ref_faces = None
     if reference is not None and detectors:
         ref_faces = reference_faces(reference, list(detectors.values())[:1])
@@ -121,7 +133,9 @@ def evaluate(
         if ref_faces is not None and len(ref_faces):
             ref_embedding = rec.embed(reference, ref_faces.boxes[largest(ref_faces.boxes)])
         matches = []
-        for i, box in enumerate(faces.boxes):
+        for i in judged:
+            box = faces.boxes[i]
+            check_cancelled()
             # Both photos are read at the clean face box: the recogniser is given the face even
             # when the protection hid it from detectors (the stronger adversary).
             e_orig, e_prot = rec.embed(original, box), rec.embed(protected, box)
@@ -136,7 +150,13 @@ def evaluate(
             RecogniserView(key, rec.name, rec.metric, rec.threshold, matches, time.perf_counter() - t, rec.note)
         )
     return Evaluation(
-        faces, det_views, rec_views, image_quality(original, protected), unavailable, time.perf_counter() - start
+        faces,
+        det_views,
+        rec_views,
+        image_quality(original, protected),
+        unavailable,
+        time.perf_counter() - start,
+        notices,
     )
 
 

@@ -253,6 +253,7 @@ def protect_and_judge(
         reference=reference,
         faces=result.faces if len(result.faces) else None,
         before=before,
+        max_faces=settings.MAX_FACES,
     )
     return Judged(method, protection, result, ev, protection.attack)
 
@@ -309,7 +310,7 @@ def protect_photo(
 
     png_path = _save_download(result.pixels)
     q = ev.quality
-    notices = loaded.notices + result.notices
+    notices = loaded.notices + result.notices + ev.notices
     summary = "\n".join(
         [
             protection.describe(result),

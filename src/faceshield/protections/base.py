@@ -695,6 +695,14 @@ def stop_when(event: threading.Event | None = None, seconds: float | None = None
         _stop.reset(token)
 
 
+def check_cancelled() -> None:
+    """Raises Cancelled if the request was cancelled (for work that is not an attack step:
+    judging a result face by face)."""
+    stop = _stop.get()
+    if stop is not None and stop.event is not None and stop.event.is_set():
+        raise Cancelled
+
+
 def check_stop(step: int) -> str | None:
     """Called once per attack step: raises Cancelled if the request was cancelled; returns a
     notice for the user when the request's time is up (the loop then stops and keeps its best
