@@ -199,3 +199,14 @@ def test_the_stopping_rule_of_the_iterative_attacks():
     assert run(tip, [1] * 10, lambda: True) is None and not tip.reached  # never zero: never judged
     tip = EarlyStop(5, 3, zero_required=True)
     assert run(tip, [0] * 12, lambda: True) == 7 and tip.success
+
+
+@pytest.mark.parametrize("method", ["apf", "tip-im"])
+def test_an_identity_protection_leaves_a_faceless_photo_unchanged_and_says_so(method):
+    from faceshield.protections import build
+
+    blank = np.full((64, 80, 3), 120, np.uint8)
+    result = build(method)(blank)
+    assert np.array_equal(result.pixels, blank) and result.pixels is not blank
+    assert result.faces_protected == 0 and result.budget.used == 0
+    assert result.notices == ["No face found: there is no identity to hide; the photo was left unchanged."]

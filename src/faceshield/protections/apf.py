@@ -39,6 +39,7 @@ from faceshield.protections.base import (
     Param,
     Protection,
     ProtectionResult,
+    no_identity_to_hide,
     register,
 )
 from faceshield.protections.generator import PerturbationGenerator
@@ -174,14 +175,7 @@ class APF(Protection):
         start = time.perf_counter()
         faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
-            return ProtectionResult(
-                pixels.copy(),
-                faces,
-                time.perf_counter() - start,
-                {"faces": 0},
-                ["No face found: there is no identity to hide; the photo was left unchanged."],
-                budget=Budget("linf", self.eps, 0.0),
-            )
+            return no_identity_to_hide(pixels, faces, start, budget=Budget("linf", self.eps, 0.0))
         trained = self._trained()
         probe_keys = trained.probes if trained else PROBES
         own_in_output = trained.own_in_output if trained else True

@@ -89,6 +89,17 @@ class ProtectionResult:
                 self.info.setdefault(key, getattr(self, key))
 
 
+def no_identity_to_hide(pixels: np.ndarray, faces: Detections, start: float, **typed) -> ProtectionResult:
+    """The result of an identity protection on a photo without a face: unchanged, and said so."""
+    return ProtectionResult(
+        pixels.copy(),
+        faces,
+        time.perf_counter() - start,
+        notices=["No face found: there is no identity to hide; the photo was left unchanged."],
+        **typed,
+    )
+
+
 # What a Param's kind may be: a Python type of a single value, or one of these for a list.
 NAMES = "names"  # a tuple of free strings (model registry keys)
 SUBSET = "subset"  # a non-empty tuple of `choices`, in their order

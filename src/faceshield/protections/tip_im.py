@@ -49,6 +49,7 @@ from faceshield.protections.base import (
     iterate,
     l2_round,
     mid_features,
+    no_identity_to_hide,
     region_mask,
     register,
     white_box_models,
@@ -191,14 +192,8 @@ class TIPIM(Protection):
         recs, missing = white_box_models(self.attack)
         faces = models.find_faces(pixels) if faces is None else faces
         if len(faces) == 0:
-            return ProtectionResult(
-                pixels.copy(),
-                faces,
-                time.perf_counter() - start,
-                notices=["No face found: there is no identity to hide; the photo was left unchanged."],
-                steps=0,
-                success=True,
-                budget=Budget(self.norm, self.eps, 0.0),
+            return no_identity_to_hide(
+                pixels, faces, start, steps=0, success=True, budget=Budget(self.norm, self.eps, 0.0)
             )
         generator = torch.Generator().manual_seed(self.seed)
         x0 = to_tensor(pixels)
