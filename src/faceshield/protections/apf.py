@@ -145,7 +145,9 @@ class APF(Protection):
             flag="--parts",
             tag="{value}",
         ),
-        Param("probe_steps", 3, "sign-gradient steps of the probe on the device", low=0),
+        Param(
+            "probe_steps", 10, "sign-gradient steps of the probes on the device (the weights were trained on 3)", low=0
+        ),
         WEIGHTS,
         SEED,
     )
