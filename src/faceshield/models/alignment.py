@@ -9,6 +9,8 @@ insightface use, and the crop is sampled with grid_sample so gradients reach the
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,6 +79,12 @@ class FivePoints:
         p = np.array([[q.x, q.y] for q in shape.parts()], np.float64)
         # 68-point indices: 36-41 eye on the image's left, 42-47 the other, 30 nose tip, 48/54 mouth
         return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+@functools.cache
+def five_points() -> FivePoints:
+    """One FivePoints per process (loading dlib's 68-point predictor takes half a second)."""
+    return FivePoints()
 
 
 def unwarp(crop: torch.Tensor, crop_to_photo: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 
 from faceshield import models, settings, weights
 from faceshield.models import Detections
-from faceshield.models.alignment import FivePoints, similarity, template, unwarp, warp
+from faceshield.models.alignment import five_points, similarity, template, unwarp, warp
 from faceshield.protections.base import (
     EPS,
     SEED,
@@ -182,7 +182,7 @@ class APF(Protection):
         probe_keys = trained.probes if trained else PROBES
         own_in_output = trained.own_in_output if trained else True
         probes = [models.load(k) for k in probe_keys]
-        points = FivePoints()
+        points = five_points()
         generator = torch.Generator().manual_seed(self.seed)
         x0 = to_tensor(pixels)
         subsets = [tuple(self.parts)] + ([(p,) for p in self.parts] if len(self.parts) > 1 else [])
