@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from faceshield import models, settings
-from faceshield.models.alignment import FivePoints, warp
+from faceshield.models.alignment import five_points, warp
 from faceshield.protections.apf import (
     CROP,
     PROBES,
@@ -88,7 +88,7 @@ def _jitter(rng: np.random.Generator, strength: float) -> np.ndarray:
 
 def _faces(photos: list[torch.Tensor], min_face: int) -> list[tuple[torch.Tensor, np.ndarray]]:
     """(photo, crop -> photo transform) for every face at least `min_face` px."""
-    points, out = FivePoints(), []
+    points, out = five_points(), []
     for photo in photos:
         pixels = photo.permute(1, 2, 0).numpy()
         for face in models.find_faces(pixels).boxes:

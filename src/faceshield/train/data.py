@@ -66,15 +66,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> list[torch.Tensor]:
-    """(3, size, size) uint8 crops of every face models.find_faces() sees in the photos,
-    each box grown by `margin` x its size per side (as the obfuscations grow it)."""
+def face_regions(photos: list[torch.Tensor], size: int, margin: float = 0.1):
+    """Every face models.find_faces() sees in the photos, as the obfuscations cut it (box grown
+    by `margin` x its size per side), resized: yields (uint8 (3, size, size) crop, the face box,
+    (r0, r1, c0, c1) the grown region in the photo). Regions under 24 px are skipped."""
     import torch.nn.functional as F
 
     from faceshield import models
     from faceshield.protections.obfuscation import face_region
 
-    crops = []
     for photo in photos:
         pixels = photo.permute(1, 2, 0).numpy()
         for box in models.find_faces(pixels).boxes:
@@ -82,10 +82,11 @@ def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> li
             if min(r1 - r0, c1 - c0) < 24:  # too small to teach anything at 128 px
                 continue
             crop = photo[None, :, r0:r1, c0:c1].float()
-            crops.append(
-                F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-                .round()
-                .clamp(0, 255)
-                .byte()
-            )
-    return crops
+            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+            yield crop.round().clamp(0, 255).byte(), box, (r0, r1, c0, c1)
+
+
+def face_crops(photos: list[torch.Tensor], size: int, margin: float = 0.1) -> list[torch.Tensor]:
+    """(3, size, size) uint8 crops of every face models.find_faces() sees in the photos,
+    each box grown by `margin` x its size per side (as the obfuscations grow it)."""
+    return [crop for crop, _, _ in face_regions(photos, size, margin)]

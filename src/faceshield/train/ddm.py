@@ -127,29 +127,17 @@ def face_crops_with_points(photos: list[torch.Tensor], size: int, keys, margin: 
     `keys` align to, found once on the clean crop: [{"crop": uint8 (3, size, size),
     "points": {key: (5, 2)}, "face": index of the face}]."""
     from faceshield import models
-    from faceshield.protections.obfuscation import face_region
 
-    finders = {}
-    for key in keys:
-        rec = models.load(key)
-        finders[key] = rec.landmarks  # FivePoints (aligned recognisers) or DlibLandmarks (dlib's ResNet)
-    out, face = [], 0
-    for photo in photos:
-        pixels = photo.permute(1, 2, 0).numpy()
-        for box in models.find_faces(pixels).boxes:
-            r0, r1, c0, c1 = face_region(box, pixels.shape, margin)
-            if min(r1 - r0, c1 - c0) < 24:  # too small to teach anything at 128 px
-                continue
-            crop = photo[None, :, r0:r1, c0:c1].float()
-            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-            crop = crop.round().clamp(0, 255).byte()
-            sy, sx = size / (r1 - r0), size / (c1 - c0)
-            inner = np.array([(box[0] - c0) * sx, (box[1] - r0) * sy, (box[2] - c0) * sx, (box[3] - r0) * sy])
-            mirrored = np.array([size - inner[2], inner[1], size - inner[0], inner[3]])
-            for image, b in ((crop, inner), (crop.flip(-1), mirrored)):
-                view = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-                out.append({"crop": image, "points": {k: f(view, b) for k, f in finders.items()}, "face": face})
-            face += 1
+    # FivePoints (aligned recognisers) or DlibLandmarks (dlib's ResNet)
+    finders = {key: models.load(key).landmarks for key in keys}
+    out = []
+    for face, (crop, box, (r0, r1, c0, c1)) in enumerate(data.face_regions(photos, size, margin)):
+        sy, sx = size / (r1 - r0), size / (c1 - c0)
+        inner = np.array([(box[0] - c0) * sx, (box[1] - r0) * sy, (box[2] - c0) * sx, (box[3] - r0) * sy])
+        mirrored = np.array([size - inner[2], inner[1], size - inner[0], inner[3]])
+        for image, b in ((crop, inner), (crop.flip(-1), mirrored)):
+            view = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+            out.append({"crop": image, "points": {k: f(view, b) for k, f in finders.items()}, "face": face})
     return out
 
 
