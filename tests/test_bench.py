@@ -229,3 +229,30 @@ def test_bench_record_saves_the_results_with_the_command(tmp_path, monkeypatch, 
     )
     assert rec["threads"] >= 1 and rec["measured"].endswith("UTC")
     assert "| dlib-resnet | euclidean 0.6 |" in render(tmp_path, REPO / "docs" / "benchmarks.template.md")
+
+
+def test_sizes_sweep_resizes_the_protected_photos(tiny_identities, tmp_path):
+    """`bench --pairs --sizes`: one run per size, the protected photos at that size (longer
+    side), judged against the clean photos; one table with a row per size."""
+    from faceshield.bench.identity import run_identity_sweep
+
+    sweep = run_identity_sweep(tiny_identities, ["noise"], out_dir=tmp_path, sizes=[64, 300], per_person=1)
+    assert [row["setting"] for row in sweep["rows"]] == ["64 px", "300 px"]
+    for row, side in zip(sweep["rows"], (64, 300)):
+        photos = row["results"]["methods"]["noise"]["photos"]
+        assert photos and all(p["side"] == side for p in photos)
+        assert row["results"]["size"] == side
+    table = (tmp_path / "results.md").read_text()
+    assert "| 64 px | noise |" in table and "| 300 px | noise |" in table and "black-box mean" in table
+
+
+def test_same_person_sets_leave_out_the_judged_photos(tiny_identities):
+    from faceshield.bench.identity import _person_sets
+    from faceshield.images import load_image
+
+    pairs = [("identities/left/1.jpg", "identities/left/2.jpg")]
+    photos = {p: load_image(tiny_identities / p).pixels for p in ("identities/left/1.jpg", "identities/left/2.jpg")}
+    sets = _person_sets(pairs, tiny_identities, photos)
+    expected = load_image(tiny_identities / "identities/left/3.jpg").pixels
+    assert list(sets) == ["identities/left/1.jpg"] and len(sets["identities/left/1.jpg"]) == 1
+    assert np.array_equal(sets["identities/left/1.jpg"][0], expected)  # only the photo it is not judged against

@@ -64,7 +64,7 @@ def test_builtin_targets_come_from_installed_packages():
 def test_greedy_insertion_adds_the_largest_gain():
     import torch
 
-    from faceshield.protections.tip_im import _greedy_insert
+    from faceshield.protections.identity_objective import greedy_insert as _greedy_insert
 
     chosen: list[int] = []
     _greedy_insert(chosen, torch.tensor([3.0, 1.0, 2.0]))

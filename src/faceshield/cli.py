@@ -233,6 +233,20 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
         )
+    if args.pairs and (args.sizes or args.loo):
+        from faceshield.bench.identity import run_identity_sweep
+
+        return "sweep", run_identity_sweep(
+            Path(args.dataset),
+            args.methods,
+            options,
+            out_dir=Path(args.out) / "identity-sweep",
+            sizes=args.sizes,
+            loo=args.loo,
+            limit=args.limit,
+            per_person=args.per_person,
+            same_person=args.same_person,
+        )
     if args.pairs:
         return "identity", run_identity_bench(
             Path(args.dataset),
@@ -242,6 +256,7 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             limit=args.limit,
             adaptive=args.adaptive,
             per_person=args.per_person,
+            same_person=args.same_person,
         )
     return "detection", run_bench(
         Path(args.dataset),
@@ -332,6 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="with --pairs: at most K same-person pairs per person, each with its own protected photo "
         "(a quick run that still sees every person)",
+    )
+    b.add_argument(
+        "--same-person",
+        action="store_true",
+        help="with --pairs: protect each photo knowing the person's other photos in the dataset (never the "
+        "ones it is judged against), as a user protecting their own album would",
+    )
+    b.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        metavar="PX",
+        help="with --pairs: one run per size, the protected photos resized first so their longer side is PX "
+        "(e.g. 160 320 640 1280); one table, black-box first",
+    )
+    b.add_argument(
+        "--loo",
+        action="store_true",
+        help="with --pairs: leave one family out: one run per recogniser the method attacks by default, "
+        "attacking all the others; one table with each held-out family's black-box PSR",
     )
     b.add_argument(
         "--transfer",

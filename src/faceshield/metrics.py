@@ -6,8 +6,9 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
-def image_quality(original: np.ndarray, protected: np.ndarray) -> dict:
-    """PSNR (dB), SSIM and L-inf (grey levels) between two (H, W, 3) uint8 photos."""
+def image_quality(original: np.ndarray, protected: np.ndarray, perceptual: bool = False) -> dict:
+    """PSNR (dB), SSIM and L-inf (grey levels) between two (H, W, 3) uint8 photos; with
+    perceptual=True also HaarPSI (piq; 1 = identical, weight-free, close to human judgements)."""
     diff = np.abs(original.astype(np.int16) - protected.astype(np.int16))
     linf = int(diff.max()) if diff.size else 0
     psnr = float("inf") if linf == 0 else float(peak_signal_noise_ratio(original, protected, data_range=255))
@@ -15,7 +16,21 @@ def image_quality(original: np.ndarray, protected: np.ndarray) -> dict:
     ssim = (
         1.0 if linf == 0 or small else float(structural_similarity(original, protected, channel_axis=2, data_range=255))
     )
-    return {"psnr": psnr, "ssim": ssim, "linf": linf}
+    quality = {"psnr": psnr, "ssim": ssim, "linf": linf}
+    if perceptual:
+        quality["haarpsi"] = haarpsi(original, protected)
+    return quality
+
+
+def haarpsi(original: np.ndarray, protected: np.ndarray) -> float:
+    """HaarPSI (Reisenhofer et al. 2018) of two (H, W, 3) uint8 photos, by piq."""
+    import piq
+    import torch
+
+    if min(original.shape[:2]) < 32:
+        return 1.0 if np.array_equal(original, protected) else float("nan")
+    x, y = (torch.from_numpy(np.array(p, np.float32)).permute(2, 0, 1)[None] for p in (original, protected))
+    return float(piq.haarpsi(y, x, data_range=255.0))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -15,7 +15,13 @@ import re
 import subprocess
 from pathlib import Path
 
-from faceshield.bench.report import format_identity_table, format_table, format_transfer_table, format_zoo_table
+from faceshield.bench.report import (
+    format_identity_table,
+    format_sweep_table,
+    format_table,
+    format_transfer_table,
+    format_zoo_table,
+)
 
 RESULTS_DIR = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
@@ -27,6 +33,7 @@ FORMATTERS = {
     "detection": format_table,
     "transfer": format_transfer_table,
     "identity": format_identity_table,
+    "sweep": format_sweep_table,
 }
 
 
@@ -76,6 +83,7 @@ KIND_TITLES = {
     "detection": "Detection",
     "transfer": "Transfer",
     "identity": "Identity",
+    "sweep": "Identity, one row per setting",
 }
 
 

@@ -29,6 +29,8 @@ def run_identity_bench(
     limit: int | None = None,
     adaptive: bool = False,
     per_person: int | None = None,
+    same_person: bool = False,
+    size: int | None = None,
 ) -> dict:
     """Protection success rate on same-person pairs (pairs.csv): protect img_a, compare its
     face with the clean img_b's at each recogniser's own threshold; also after JPEG q75 and a
@@ -38,7 +40,11 @@ def run_identity_bench(
     adaptive: also protect every photo of pairs.csv and judge the attacker who knows the
     protection (evaluation.identity_leakage on protected-vs-protected pairs and rank-1).
     per_person: at most this many pairs per person, each with its own protected photo (in
-    pairs.csv order): a quick run that still sees every person."""
+    pairs.csv order): a quick run that still sees every person.
+    same_person: protect each img_a knowing the person's other photos (the protection's
+    `same_person` option), never the ones it is judged against (its img_b's).
+    size: resize every protected photo first so its longer side is `size` px (web thumbnails
+    to phone photos); each is judged against the clean img_b as it is."""
     options = {"eps": 8, **(options or {})}
     every_pair = read_pairs(dataset)
     pairs = [(a, b) for a, b, same in every_pair if same]
@@ -52,6 +58,11 @@ def run_identity_bench(
     recs, _ = models.available(DEFAULT_RECOGNISERS)
     photos = {p: load_image(dataset / p).pixels for p in sorted(wanted)}
     boxes = {p: models.largest_face(px) for p, px in photos.items()}
+    originals = dict(photos)  # the photos as the dataset has them (references, judges' img_b)
+    if size:  # the protected photos at another size: boxes scaled, not found again
+        for a in {a for a, _ in pairs}:
+            photos[a], factor = resized(photos[a], size)
+            boxes[a] = None if boxes[a] is None else boxes[a] * factor
     pairs = [(a, b) for a, b in pairs if boxes[a] is not None and boxes[b] is not None]
     clean_emb = {(k, p): r.embed(photos[p], boxes[p]) for k, r in recs.items() for p in photos if boxes[p] is not None}
     results = {
@@ -59,8 +70,11 @@ def run_identity_bench(
         "eps": options["eps"],
         "norm": options.get("norm") or "linf",
         "pairs": len(pairs),
+        "size": size,
+        "same_person": same_person,
         "methods": {},
     }
+    person_sets = _person_sets(pairs, dataset, originals) if same_person else {}
     to_protect = sorted({a for a, _ in pairs} | ({p for p in photos if boxes[p] is not None} if adaptive else set()))
     if adaptive:
         faces = [p for p in photos if boxes[p] is not None]
@@ -77,6 +91,8 @@ def run_identity_bench(
         protection, attacked = build_method(method, options)
         protected, rows, used = {}, [], {}
         for a in tqdm(to_protect, desc=f"identity {method}", unit="photo"):
+            if a in person_sets and protection.param("same_person") is not None:
+                protection.same_person = person_sets[a]
             t = time.perf_counter()
             result = protection(photos[a], faces=Detections(boxes[a][None], np.ones(1, np.float32)))
             protected[a] = result.pixels
@@ -86,7 +102,8 @@ def run_identity_bench(
                     "photo": a,
                     "seconds": time.perf_counter() - t,
                     "success": result.success,
-                    **image_quality(photos[a], result.pixels),
+                    "side": int(max(photos[a].shape[:2])),
+                    **image_quality(photos[a], result.pixels, perceptual=True),
                 }
             )
         degraded = {a: degradations(protected[a], boxes[a]) for a in {a for a, _ in pairs}}  # PSR's photos only
@@ -132,11 +149,43 @@ def run_identity_bench(
             "recognisers": per_rec,
             "photos": rows,
             "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "psnr_median": float(np.median([r["psnr"] for r in rows])),
+            "psnr_lowest": float(np.min([r["psnr"] for r in rows])),
             "ssim": float(np.mean([r["ssim"] for r in rows])),
+            "haarpsi": float(np.mean([r["haarpsi"] for r in rows])),
             "seconds_per_photo": float(np.mean([r["seconds"] for r in rows])),
+            "seconds_median": float(np.median([r["seconds"] for r in rows])),
+            "seconds_worst": float(np.max([r["seconds"] for r in rows])),
+            "attacked": list(attacked),
             "recovery": recovery,
         }
     return save(results, format_identity_table(results), out_dir)
+
+
+def resized(pixels: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """The photo resized (Lanczos) so its longer side is `side` px, and the scale factor."""
+    from PIL import Image
+
+    factor = side / max(pixels.shape[:2])
+    if factor == 1:
+        return pixels, 1.0
+    h, w = pixels.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.LANCZOS)), factor
+
+
+def _person_sets(pairs, dataset: Path, photos: dict) -> dict[str, list[np.ndarray]]:
+    """{img_a: the person's other photos}: every photo of the person in the dataset except
+    img_a itself and the photos img_a is judged against."""
+    judged = {}
+    for a, b in pairs:
+        judged.setdefault(a, {a}).add(b)
+    sets = {}
+    for a, skip in judged.items():
+        folder = (dataset / a).parent
+        others = sorted(str(p.relative_to(dataset)) for p in folder.glob("*.jpg"))
+        sets[a] = [photos.get(o) if o in photos else load_image(dataset / o).pixels for o in others if o not in skip]
+    return sets
 
 
 def _recovery(protection, photos, protected, boxes) -> dict:
@@ -166,3 +215,40 @@ def _target_embeddings(recs: dict) -> dict[str, list[np.ndarray]]:
     return {
         k: [r.embed(t, box) if box is not None else None for t, box in zip(targets, faces)] for k, r in recs.items()
     }
+
+
+def run_identity_sweep(
+    dataset: Path,
+    methods: list[str],
+    options: dict | None = None,
+    out_dir: Path = Path("bench_results/identity-sweep"),
+    sizes: list[int] | None = None,
+    loo: bool = False,
+    **pairs_options,
+) -> dict:
+    """run_identity_bench once per setting, one compact table with black-box figures first:
+    sizes: once per photo size (the protected photos resized first, `--sizes`);
+    loo: leave one family out (`--loo`): for each recogniser the protection attacks by
+    default, attack all the others and judge every recogniser, the held-out one included.
+    pairs_options go to run_identity_bench (limit, per_person, same_person)."""
+    from faceshield.bench.report import format_sweep_table
+    from faceshield.protections import METHODS, method_key, spec_options
+
+    options = dict(options or {})
+    settings: list[tuple[str, dict, dict]] = []  # (row name, options, run_identity_bench keywords)
+    if loo:
+        attackers = [m for m in methods if METHODS[method_key(spec_options(m)[0])].attacks]
+        default = options.get("attack") or METHODS[method_key(spec_options(attackers[0])[0])].attacks
+        for key in default:
+            settings.append((f"held out: {key}", {**options, "attack": tuple(k for k in default if k != key)}, {}))
+    for size in sizes or ([] if loo else [None]):
+        settings.append((f"{size} px" if size else "as is", options, {"size": size}))
+    rows = []
+    for name, opts, extra in settings:
+        print(f"\n## {name}")
+        results = run_identity_bench(
+            dataset, methods, opts, out_dir=out_dir / name.replace(" ", "-").replace(":", ""), **pairs_options, **extra
+        )
+        rows.append({"setting": name, "results": results})
+    sweep = {"dataset": str(dataset), "kind": "loo" if loo else "sizes", "rows": rows}
+    return save(sweep, format_sweep_table(sweep), out_dir)

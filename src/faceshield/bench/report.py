@@ -210,3 +210,39 @@ def format_transfer_table(results: dict) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def format_sweep_table(sweep: dict) -> str:
+    """One row per setting (photo size, or held-out family) and method: black-box PSR first
+    (each never-attacked judge, then their mean), then the attacked models', after JPEG q75 and
+    a 0.5x resize (black-box mean), visibility and time."""
+    first = sweep["rows"][0]["results"] if sweep["rows"] else {"pairs": 0}
+    what = "photo size (longer side)" if sweep["kind"] == "sizes" else "family held out of the attack"
+    lines = [
+        f"{first['pairs']} same-person pairs per row; {budget_text(first) if 'eps' in first else ''}; rows: {what}. "
+        "Black-box = judged by recognisers the protection never attacked (nor their twins); PSR = pairs no "
+        "longer matched; PSNR median / lowest; HaarPSI 1 = identical; seconds median / worst per photo",
+        "",
+        "| setting | method | black-box PSR per judge | black-box mean | white-box mean | black-box JPEG75 "
+        "| black-box 0.5x | PSNR dB | HaarPSI | s/photo |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sweep["rows"]:
+        for method, res in row["results"]["methods"].items():
+            recs = res["recognisers"]
+            black = {k: r for k, r in recs.items() if not r["white_box"]}
+            white = [r["psr"] for r in recs.values() if r["white_box"]]
+
+            def mean(key, rows=black):
+                return f"{np.mean([r[key] for r in rows.values()]):.1%}" if rows else "-"
+
+            judges = ", ".join(f"{k} {r['psr']:.0%}" for k, r in black.items())
+            lines.append(
+                f"| {row['setting']} | {method} | {judges} | **{mean('psr')}** "
+                f"| {f'{np.mean(white):.1%}' if white else '-'} | {mean('psr_jpeg75')} | {mean('psr_resize0.5')} "
+                f"| {res.get('psnr_median', res['psnr']):.1f} / {res.get('psnr_lowest', res['psnr']):.1f} "
+                f"| {res.get('haarpsi', float('nan')):.3f} "
+                f"| {res.get('seconds_median', res['seconds_per_photo']):.1f} "
+                f"/ {res.get('seconds_worst', res['seconds_per_photo']):.1f} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,30 +1,38 @@
 """Identity masks: TIP-IM (Yang et al., "Towards Face Encryption by Generating Adversarial
-Identity Masks", ICCV 2021).
+Identity Masks", ICCV 2021), with OPOM's person-level objective (Zhong and Deng, TPAMI 2022).
 
-Distance: L-inf <= eps grey levels, confined to the face regions found on the clean photo,
-computed at full resolution on the whole photo (the face crops are re-sampled from it
-differentiably, so no up-sampled crop is pasted back).
-Objective, per face, summed over the attacked recognisers (each with its own metric and
-threshold, Recogniser.dodge_loss / match_loss):
-  dodging:  the protected face must be `margin` beyond the threshold from the clean face;
+Distance: L-inf <= eps grey levels (or, with norm l2, an RMS bound), confined to each face
+region found on the clean photo.
+Where: each face is attacked on its neighbourhood scaled down until the face is `work_size`
+px across (work_region.WorkRegion), the mask up-sampled onto the photo: recognisers see faces
+at 112-160 px, so a mask made at that scale holds at every photo size and costs the same on a
+12 MP portrait as on a thumbnail.
+Objective (identity_objective.IdentityObjective), per face, summed over the attacked
+recognisers (each with its own metric and threshold):
+  dodging:  the protected face must be `margin` beyond the threshold from the person: the
+            convex hull of this face's clean embeddings, a few views of it, and the person's
+            other photos when given (`same_person`): an attacker links a photo to a person
+            through their other photos, so that is what it is pushed away from;
   targeted: additionally it must match a target identity. Targets come from a candidate set
             (uploaded photos, or the built-in faces of the photos shipped by installed
             packages); TIP-IM's greedy insertion grows the active set S one identity at a
-            time, adding the candidate with the largest gain in the set objective
-            (a soft-min over S of the match losses) whenever the gain is worth it.
+            time (an explicit step of the loop), adding the candidate with the largest gain in
+            the set objective (a soft-min over S of the match losses).
 Plus `mmd_weight` x an MMD naturalness term between the protected and the clean face
 region's 4x4 patches (Gaussian kernel), TIP-IM's way of keeping the mask natural.
-Optimiser: momentum iterations (MI-FGSM) in whole grey levels with input diversity (random
-down-scaling, landmarks scaled with it), landmark jitter, and with `robust` an expectation
-over transformations: stronger down-scaling (to 0.5x) and kornia's differentiable JPEG
-(quality 50-90) of the face region, so that the mask survives re-compression and resizing.
-Success is checked on the 8-bit image, landmarks found again on it.
+Optimiser: momentum iterations (MI-FGSM) with input diversity (random down-scaling), an
+expectation over alignments (landmark noise, and with `align_jitter` a random similarity per
+recogniser and step), optionally a random subset of recognisers per step, a texture-adaptive
+budget (`perceptual`), held-back validating recognisers that decide when to stop
+(`validate_with`), and with `robust` an expectation over kornia's differentiable JPEG and
+down-scaling to 0.5x. Success is checked on the 8-bit photo, landmarks found again on it.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,6 +45,7 @@ from faceshield.protections.base import (
     ATTACK,
     EPS,
     FACE_MARGIN,
+    NAMES,
     PHOTOS,
     SEED,
     STEPS,
@@ -48,13 +57,16 @@ from faceshield.protections.base import (
     feature_dropout,
     iterate,
     l2_round,
-    mid_features,
     no_identity_to_hide,
     region_mask,
     register,
     white_box_models,
 )
+from faceshield.protections.identity_objective import HULLS, IdentityObjective, Person
+from faceshield.protections.work_region import WorkRegion
 from faceshield.tensors import to_tensor, to_uint8
+
+VALIDATE_MARGIN = 0.1  # how far past its threshold a held-back validating recogniser must be
 
 
 @register
@@ -176,13 +188,72 @@ class TIPIM(Protection):
             low=0,
         ),
         Param(
-            "feature_weight",
-            0.0,
-            "weight of a feature-level objective: each attacked recogniser's intermediate feature map is "
-            "pushed away from the clean face's, relative to its size (0: off)",
-            low=0,
+            "same_person",
+            None,
+            "other photos of the same person (one face each, the largest): the mask moves the face away from "
+            "everything they span at every attacked recogniser, not only from this photo (OPOM)",
+            kind=PHOTOS,
+            flag="--person-photo",
+            metavar="PHOTO",
+            group=identity,
+            label="Other photos of the same person (optional: protects against being linked to them)",
+            what="same-person photos",
+            tag="person set",
         ),
-        Param("feature_depth", 0.5, "where that feature map is taken (0-1 through the network)", low=0, high=1),
+        Param(
+            "hull",
+            "convex",
+            "the region of the person's embeddings to leave: convex (their convex hull) or centre (their mean)",
+            choices=HULLS,
+            tag="hull {value}",
+        ),
+        Param(
+            "views",
+            2,
+            "views of this face (lower resolution, other exposures) added to the person's photos",
+            low=0,
+            high=3,
+        ),
+        Param(
+            "work_size",
+            160.0,
+            "the attack runs on a copy of each face scaled down to this size (px) and up-samples the mask: "
+            "the scale recognisers see, the same cost at any photo size (0: the photo's resolution)",
+            low=0,
+            tag="work {value} px",
+        ),
+        Param(
+            "align_jitter",
+            0.0,
+            "expectation over alignments: a random rotation (8 deg), scale (8%) and shift (4%) of each "
+            "recogniser's landmarks per step, times this (0: off)",
+            low=0,
+            tag="align {value}",
+        ),
+        Param(
+            "surrogates_per_step",
+            0,
+            "attack a random subset of this many recognisers per step (0: all; fewer: cheaper steps)",
+            low=0,
+            tag="{value} per step",
+        ),
+        Param(
+            "validate_with",
+            (),
+            "held-back recognisers (registry keys) never attacked but judged at each check: the attack goes on "
+            "until they also miss by a margin",
+            kind=NAMES,
+            tag="validated by {value}",
+        ),
+        Param(
+            "perceptual",
+            0.0,
+            "spend the budget where the eye is least sensitive: up to this share of it is taken off flat "
+            "skin and kept on texture (0: a uniform L-inf budget)",
+            low=0,
+            high=1,
+            tag="perceptual {value}",
+        ),
     )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
@@ -196,106 +267,55 @@ class TIPIM(Protection):
                 pixels, faces, start, steps=0, success=True, budget=Budget(self.norm, self.eps, 0.0)
             )
         generator = torch.Generator().manual_seed(self.seed)
-        x0 = to_tensor(pixels)
-        mask = region_mask(pixels.shape[:2], faces.boxes, self.face_margin)
-        m = torch.from_numpy(mask)[None, None]
-        # clean landmarks and embeddings stay fixed: the attack moves the face away from them
+        photo = to_tensor(pixels)
+        validators = [v for v in models.available(list(self.validate_with))[0].values() if v not in recs]
+        # the person's other photos, as every attacked recogniser sees them
+        references = [person_embeddings(recs, p) for p in self.same_person or []]
+        references = [r for r in references if r is not None]
+        notices = (
+            []
+            if len(references) == len(self.same_person or [])
+            else ["A same-person photo without a face was left out."]
+        )
+        # each face as every attacked (and validating) recogniser sees it on the clean photo
         clean = [
-            [(rec, lm, _embed(rec, x0 / 255.0, lm)) for rec in recs for lm in [rec.landmarks(pixels, box)]]
-            for box in faces.boxes
+            [_embed(rec, photo / 255.0, rec.landmarks(pixels, box)) for rec in recs + validators] for box in faces.boxes
         ]
-        notices = []
-        candidates, chosen, photo_index = [], [[] for _ in faces.boxes], []
+        candidates, photo_index = [], []
         if self.mode == "targeted":
-            candidates, photo_index = self._candidates(recs, clean)
+            candidates, photo_index = self._candidates(recs, [face[: len(recs)] for face in clean])
             if not candidates:
                 notices.append(
                     "No usable target identity (every candidate looks like a face in this photo): "
                     "protected in dodging mode instead."
                 )
-        clean_patches = _patches(x0 / 255.0, mask)
         # TIP-IM's targeted objective keeps its own, smaller margin on both terms: a face cannot be
         # twice the threshold from itself and well inside it from a target at once
         dodge_margin = self.target_margin if candidates else self.margin
-        face_size = float(np.median(np.max(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
-        radius = self.eps * float(np.sqrt(3 * mask.sum()))  # L2 budget (grey levels), norm="l2"
-        delta = torch.zeros_like(x0, requires_grad=True)
-        # done when the margin is reached (loss 0: what transfers to unseen recognisers) and the
-        # 8-bit photo fools every attacked recogniser at its threshold
-        stop = EarlyStop(self.check_every, self.extra_steps, zero_required=True)
-
-        def objective(step: int):
-            x, scale = self._transform((x0 + delta * m) / 255.0, mask, generator)
-            id_loss, feature_loss = x.new_zeros(()), x.new_zeros(())
-            for i, face in enumerate(clean):
-                lms = [self._jitter(lm, faces.boxes[i], generator) * scale for _, lm, _ in face]
-                if self.feature_weight:  # the clean face's feature maps, seen the same way
-                    x_clean = F.interpolate(x0 / 255.0, size=x.shape[2:], mode="bilinear") if scale != 1 else x0 / 255.0
-                    with torch.no_grad(), mid_features(recs, self.feature_depth) as mid:
-                        clean_maps = [
-                            (rec.embed_tensor(x_clean, lm), mid.last.get(k))[1]
-                            for k, ((rec, _, _), lm) in enumerate(zip(face, lms))
-                        ]
-                with (
-                    feature_dropout(recs, self.model_dropout, generator),
-                    mid_features(recs, self.feature_depth) as mid,
-                ):
-                    embs = []
-                    for k, ((rec, _, _), lm) in enumerate(zip(face, lms)):
-                        embs.append(rec.embed_tensor(x, lm))
-                        if self.feature_weight and clean_maps[k] is not None:
-                            f, f0 = mid.last[k], clean_maps[k]
-                            feature_loss = feature_loss - (f - f0).norm() / f0.norm().clamp_min(1e-6)
-                id_loss = id_loss + sum(rec.dodge_loss(e, e0, dodge_margin) for (rec, _, e0), e in zip(face, embs))
-                if candidates:
-                    losses = torch.stack(
-                        [
-                            sum(
-                                rec.match_loss(e, t[j], self.target_margin)
-                                for j, ((rec, _, _), e) in enumerate(zip(face, embs))
-                            )
-                            for t in candidates
-                        ]
-                    )
-                    if step % self.insert_every == 0:
-                        _greedy_insert(chosen[i], losses.detach())
-                    id_loss = id_loss + _softmin(losses[chosen[i]])
-            loss = id_loss + self.feature_weight * feature_loss
-            if self.mmd_weight:
-                loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, mask), clean_patches)
-            return loss, float(id_loss.detach())
-
-        run = iterate(
-            self.key,
-            delta,
-            x0,
-            m,
-            objective,
-            lambda: self._succeeded(clean, candidates, chosen, faces, x0, delta, m),
-            stop,
-            self.steps,
-            self.eps,
-            self.step_size,
-            self.momentum,
-            norm=self.norm,
-            radius=radius,
-            smooth=(lambda grad: _blur(grad, self.smoothing * face_size)) if self.smoothing else None,
-            on_step=on_step,
-            notices=notices,
-        )
-        history, steps_done = run.history, run.steps
-        success = stop.success
-        if self.norm == "l2":  # whole grey levels, still inside the ball; judged as rounded
-            with torch.no_grad():
-                delta.copy_(l2_round(delta * m, x0, radius))
-            success = False
-        if not success:
-            success = self._succeeded(clean, candidates, chosen, faces, x0, delta, m)
-        out = to_uint8(x0 + delta * m)
+        out, steps, history, objectives, success = photo, 0, [], [], True
+        for i, box in enumerate(faces.boxes):
+            region = WorkRegion.around(box, pixels.shape, self.work_size, self.face_margin)
+            x0 = region.down(out)
+            landmarks = [region.to_work(rec.landmarks(pixels, box)) for rec in recs]
+            person = self._person(recs, x0, landmarks, references, generator)
+            objective = IdentityObjective(person, dodge_margin, self.hull, candidates, self.target_margin)
+            # judged on the 8-bit photo against the real photos: this face and the person's others
+            judge_anchors = [torch.stack([clean[i][j]] + [r[j] for r in references]) for j in range(len(recs))]
+            face = _Face(region, box, landmarks, x0, objective, judge_anchors, validators, clean[i][len(recs) :])
+            delta, run, reached = self._attack_face(face, out, generator, on_step, notices, steps)
+            out = _apply(region, out, delta, self.norm, self.eps)
+            steps, history, success = steps + run.steps, history + run.history, success and reached
+            objectives.append((objective, judge_anchors))
+        result = to_uint8(out)
+        if not success or self.norm == "l2":  # the saved photo, every face, landmarks found again
+            success = all(
+                self._fooled(result, box, recs, anchors, objective)
+                for box, (objective, anchors) in zip(faces.boxes, objectives)
+            )
         if not success:
             goal = "matches its target" if candidates else "still matches a face"
             notices.append(
-                f"After {steps_done} steps not every attacked recogniser is fooled ({goal} condition): "
+                f"After {steps} steps not every attacked recogniser is fooled ({goal} condition): "
                 "raise the budget or the number of steps."
             )
         info = {
@@ -305,19 +325,91 @@ class TIPIM(Protection):
             "unavailable_attacked": missing,
             "robust": self.robust,
             "norm": self.norm,
+            "person_photos": 1 + len(references),
             # per face: indices into the target photos (targets, or builtin_target_photos())
-            "targets_used": [[photo_index[c] for c in face_set] for face_set in chosen] if candidates else [],
+            "targets_used": [[photo_index[c] for c in o.chosen] for o, _ in objectives] if candidates else [],
         }
+        mask = region_mask(pixels.shape[:2], faces.boxes, self.face_margin)
         return ProtectionResult(
-            out,
+            result,
             faces,
             time.perf_counter() - start,
             info,
             notices,
-            steps=steps_done,
+            steps=steps,
             success=bool(success),
-            budget=Budget.measure(self.norm, self.eps, pixels, out, mask),
+            budget=Budget.measure(self.norm, self.eps, pixels, result, mask),
         )
+
+    def _attack_face(self, face: _Face, photo, generator, on_step, notices, first_step):
+        """One face's mask at work resolution: (delta (1, 3, h, w) grey levels, the loop's run,
+        goal reached on the 8-bit photo)."""
+        region, objective, x0 = face.region, face.objective, face.x0
+        recs = objective.person.recognisers
+        m = torch.from_numpy(region.mask)[None, None]
+        clean_patches = _patches(x0 / 255.0, region.mask)
+        face_size = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])) * region.scale
+        radius = self.eps * float(np.sqrt(3 * region.mask.sum()))  # L2 budget (grey levels), norm="l2"
+        eps = self.eps * _texture_weight(x0, m, self.perceptual) if self.perceptual else self.eps
+        delta = torch.zeros_like(x0, requires_grad=True)
+        # without a validating recogniser: done when the margin is reached (loss 0: what transfers
+        # to unseen recognisers) and the 8-bit photo fools every attacked one; with one, as soon as
+        # it too is fooled by a margin on the 8-bit photo
+        stop = EarlyStop(self.check_every, self.extra_steps, zero_required=not face.validators)
+
+        def loss_at(step: int):
+            x, scale = self._transform((x0 + delta * m) / 255.0, region.mask, generator)
+            inserting = bool(objective.targets) and step % self.insert_every == 0
+            active = range(len(recs)) if inserting else self._surrogates(len(recs), generator)
+            with feature_dropout(recs, self.model_dropout, generator):
+                embs = [
+                    rec.embed_tensor(x, self._jitter(face.landmarks[j], face_size, generator) * scale)
+                    if j in active
+                    else None
+                    for j, rec in enumerate(recs)
+                ]
+            target_losses = objective.target_losses(embs) if objective.targets else None
+            if inserting:
+                objective.insert(target_losses)  # TIP-IM's greedy insertion, a step of its own
+            id_loss = objective.loss(embs, target_losses)
+            loss = id_loss
+            if self.mmd_weight:
+                loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, region.mask), clean_patches)
+            return loss, float(id_loss.detach())
+
+        def judge() -> bool:
+            crop = to_uint8(region.protected_crop(photo, delta.detach() * m))
+            box = region.box_in_crop(face.box)
+            if not self._fooled(crop, box, recs, face.judge_anchors, objective):
+                return False
+            return all(  # the held-back recognisers must miss too, by a margin
+                float(v.dodge_loss(_embed(v, to_tensor(crop, unit=True), v.landmarks(crop, box)), e0, VALIDATE_MARGIN))
+                == 0
+                for v, e0 in zip(face.validators, face.validator_clean)
+            )
+
+        def show(step, _pixels, value):
+            on_step(first_step + step, to_uint8(_apply(region, photo, delta.detach() * m, "linf", self.eps)), value)
+
+        run = iterate(
+            self.key,
+            delta,
+            x0,
+            m,
+            loss_at,
+            judge,
+            stop,
+            self.steps,
+            eps,
+            self.step_size,
+            self.momentum,
+            norm=self.norm,
+            radius=radius,
+            smooth=(lambda grad: _blur(grad, self.smoothing * face_size)) if self.smoothing else None,
+            on_step=show if on_step is not None else None,
+            notices=notices,
+        )
+        return delta.detach() * m, run, stop.success
 
     def describe(self, result: ProtectionResult) -> str:
         """The summary line, and for a targeted mask which target photos the faces now resemble."""
@@ -344,7 +436,7 @@ class TIPIM(Protection):
             xt = to_tensor(target, unit=True)
             embs = [_embed(rec, xt, rec.landmarks(target, box)) for rec in recs]
             same = any(
-                rec.is_match(float(rec.score_tensor(e, e0))) for face in clean for (rec, _, e0), e in zip(face, embs)
+                rec.is_match(float(rec.score_tensor(e, e0))) for face in clean for rec, e0, e in zip(recs, face, embs)
             )
             if not same:
                 candidates.append(embs)
@@ -362,40 +454,119 @@ class TIPIM(Protection):
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
         return x, scale
 
-    def _jitter(self, lm: np.ndarray, box: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        # a recogniser finds landmarks on the protected photo a little off the clean ones:
-        # the mask must work for any nearby alignment (expectation over jitter)
-        if not self.landmark_jitter:
-            return lm
-        size = float(max(box[2] - box[0], box[3] - box[1]))
-        return (
-            lm + torch.randn(lm.shape, generator=generator, dtype=torch.float64).numpy() * self.landmark_jitter * size
-        )
+    def _jitter(self, lm: np.ndarray, face_size: float, generator: torch.Generator) -> np.ndarray:
+        """Landmarks as another aligner might place them: a recogniser finds them a little off
+        on the protected photo, and every recogniser crops the face its own way, so the mask must
+        work for any nearby alignment (an expectation over alignments, drawn per step and per
+        recogniser): noise on each point (landmark_jitter) and a random similarity transform
+        (align_jitter: rotation, scale and shift) about the face's centre."""
+        lm = np.asarray(lm, np.float64)
+        if self.landmark_jitter:
+            noise = torch.randn(lm.shape, generator=generator, dtype=torch.float64).numpy()
+            lm = lm + noise * self.landmark_jitter * face_size
+        if self.align_jitter:
+            angle, log_scale, dx, dy = (
+                torch.randn(4, generator=generator, dtype=torch.float64) * self.align_jitter
+            ).tolist()
+            angle, scale = np.deg2rad(8 * angle), np.exp(0.08 * log_scale)
+            rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            centre = lm.mean(0)
+            lm = (lm - centre) @ rot.T + centre + np.array([dx, dy]) * 0.04 * face_size
+        return lm
+
+    def _surrogates(self, n: int, generator: torch.Generator) -> range | list[int]:
+        """The recognisers this step attacks: all, or a random `surrogates_per_step` of them."""
+        k = self.surrogates_per_step
+        if not k or k >= n:
+            return range(n)
+        return sorted(torch.randperm(n, generator=generator)[:k].tolist())
+
+    def _person(self, recs, x0: torch.Tensor, landmarks, references, generator) -> Person:
+        """The person as each recogniser sees them: this face (at work resolution), the
+        person's other photos, then `views` views of this face standing in for more photos."""
+        x = x0 / 255.0
+        views = [(x, 0.0)]
+        if self.views >= 1:  # the same face in a low-resolution photo
+            small = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+            views.append((F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False), 0.0))
+        if self.views >= 2:  # a darker exposure, aligned a little differently
+            views.append((x.clamp(0, 1) ** 1.4, 1.0))
+        if self.views >= 3:  # a brighter one, aligned differently again
+            views.append((x.clamp(0, 1) ** 0.7, -1.0))
+        anchors = []
+        for j, rec in enumerate(recs):
+            lm = np.asarray(landmarks[j], np.float64)
+            face = [_embed(rec, x, lm)] + [r[j] for r in references]
+            for view, turn in views[1:]:
+                angle = np.deg2rad(5 * turn)
+                rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+                face.append(_embed(rec, view, (lm - lm.mean(0)) @ rot.T + lm.mean(0)))
+            anchors.append(torch.stack(face))
+        return Person(list(recs), anchors, photos=1 + len(references))
 
     @staticmethod
-    def _succeeded(clean, candidates, chosen, faces, x0, delta, m) -> bool:
-        """On the 8-bit image, with landmarks found again on it: is every face beyond every
-        attacked recogniser's threshold from itself and (targeted) matched to its best target?"""
-        pixels = to_uint8(x0 + delta * m)
+    def _fooled(pixels, box, recs, anchors, objective: IdentityObjective | None = None) -> bool:
+        """On an 8-bit photo (or a region of one), with landmarks found again on it: is the face
+        in `box` beyond every attacked recogniser's threshold from every row of anchors[j] and
+        (targeted, with its objective) matched to one of its chosen targets?"""
         x = to_tensor(pixels, unit=True)
-        with torch.no_grad():
-            for i, face in enumerate(clean):
-                embs = [rec.embed_tensor(x, rec.landmarks(pixels, faces.boxes[i])) for rec, _, _ in face]
-                if any(rec.is_match(float(rec.score_tensor(e, e0))) for (rec, _, e0), e in zip(face, embs)):
-                    return False
-                if (
-                    candidates
-                    and chosen[i]
-                    and not any(
-                        all(
-                            rec.is_match(float(rec.score_tensor(e, candidates[c][j])))
-                            for j, ((rec, _, _), e) in enumerate(zip(face, embs))
-                        )
-                        for c in chosen[i]
-                    )
-                ):
-                    return False
-        return True
+        embs = [_embed(rec, x, rec.landmarks(pixels, box)) for rec in recs]
+        if objective is not None:
+            return objective.fooled(embs, anchors)
+        return not any(
+            rec.is_match(float(rec.score_tensor(e, a))) for rec, e, rows in zip(recs, embs, anchors) for a in rows
+        )
+
+
+@dataclass
+class _Face:
+    """One face's attack: where it works, its landmarks there (per recogniser), the clean work
+    image, its objective, what success is judged against (judge_anchors[j]: (K, D) real photos
+    of the person at recogniser j) and the held-back validating recognisers with the clean
+    face's embeddings at each."""
+
+    region: WorkRegion
+    box: np.ndarray
+    landmarks: list[np.ndarray]
+    x0: torch.Tensor
+    objective: IdentityObjective
+    judge_anchors: list[torch.Tensor]
+    validators: list
+    validator_clean: list[torch.Tensor]
+
+
+def person_embeddings(recs, photo: np.ndarray) -> list[torch.Tensor] | None:
+    """The largest face of another photo of the person at each recogniser (None: no face)."""
+    box = models.largest_face(photo)
+    if box is None:
+        return None
+    x = to_tensor(photo, unit=True)
+    return [_embed(rec, x, rec.landmarks(photo, box)) for rec in recs]
+
+
+def _apply(region: WorkRegion, photo: torch.Tensor, delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """`photo` (grey levels) with one face's work-resolution `delta` applied, in whole grey
+    levels; under an L2 budget rounded inside the ball at the photo's resolution."""
+    if norm != "l2":
+        return region.paste(photo, delta)
+    with torch.no_grad():
+        crop = region.crop(photo)
+        change = l2_round(region.up(delta), crop, eps * float(np.sqrt(3 * region.photo_mask.sum())))
+        out = photo.clone()
+        out[:, :, region.r0 : region.r1, region.c0 : region.c1] = crop + change
+        return out
+
+
+def _texture_weight(x0: torch.Tensor, m: torch.Tensor, strength: float) -> torch.Tensor:
+    """(1, 1, h, w) per-pixel budget factor in [1 - strength x 0.75, 1]: full budget where the
+    face has texture (local contrast at or above its 75th percentile), less on flat skin where
+    the eye sees change most (a just-noticeable-difference mask)."""
+    y = (0.299 * x0[:, :1] + 0.587 * x0[:, 1:2] + 0.114 * x0[:, 2:]) / 255.0
+    mean = F.avg_pool2d(y, 5, 1, 2, count_include_pad=False)
+    std = (F.avg_pool2d(y * y, 5, 1, 2, count_include_pad=False) - mean**2).clamp_min(0).sqrt()
+    reference = torch.quantile(std[m > 0], 0.75).clamp_min(1e-4) if bool((m > 0).any()) else std.new_tensor(1.0)
+    weight = (std / reference).clamp(0.25, 1.0)
+    return (1 - strength) + strength * weight
 
 
 @functools.lru_cache(maxsize=1)  # fixed photos: found once per process, not per request
@@ -417,27 +588,6 @@ def builtin_target_photos() -> tuple[np.ndarray, ...]:
 def _embed(rec, x: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
     with torch.no_grad():
         return rec.embed_tensor(x, landmarks)
-
-
-def _softmin(losses: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Soft minimum: the set objective is met by resembling any one identity of the set."""
-    return -temperature * torch.logsumexp(-losses / temperature, dim=0)
-
-
-def _greedy_insert(chosen: list[int], losses: torch.Tensor, min_gain: float = 0.05) -> None:
-    """TIP-IM's greedy insertion: add the candidate whose insertion lowers the set objective
-    most, if it lowers it by at least `min_gain` of its value (the first pick is the nearest)."""
-    if not chosen:
-        chosen.append(int(torch.argmin(losses)))
-        return
-    if len(chosen) == len(losses):
-        return
-    current = float(_softmin(losses[chosen]))
-    gain, best = max(
-        (current - float(_softmin(losses[chosen + [c]])), c) for c in range(len(losses)) if c not in chosen
-    )
-    if gain > min_gain * max(current, 1e-6):
-        chosen.append(best)
 
 
 def _jpeg_region(x: torch.Tensor, mask: np.ndarray, quality: float) -> torch.Tensor:
