@@ -139,3 +139,40 @@ def test_feature_dropout_perturbs_convolutions_only_while_active():
     assert torch.equal(holder.net(x), clean)  # hooks removed on exit
     with feature_dropout([holder], 0.0):
         assert torch.equal(holder.net(x), clean)
+
+
+def _made_photos_of(photo: np.ndarray) -> list[np.ndarray]:
+    """Two more photos of the person in `photo`, made from it: smaller, differently exposed,
+    the head turned a little (what a person's other photos differ by)."""
+    from PIL import Image
+
+    box = models.largest_face(photo)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    made = []
+    for scale, gamma, angle in ((0.45, 1.3, 8), (0.6, 0.75, -8)):
+        image = Image.fromarray(photo).rotate(angle, center=centre, resample=Image.BILINEAR)
+        image = image.resize((int(photo.shape[1] * scale), int(photo.shape[0] * scale)), Image.LANCZOS)
+        made.append(np.clip(255 * (np.asarray(image) / 255.0) ** gamma, 0, 255).astype(np.uint8))
+    return made
+
+
+def test_the_person_objective_leaves_the_persons_other_photos_behind_for_unseen_recognisers(photos):
+    """OPOM's point, in the fast case: with the person's other photos given, the mask moves the
+    face further from those photos at recognisers it never attacked (LightCNN and facelib's
+    MobileNet; it attacks SFace and dlib) than the one-photo objective does."""
+    pixels = photos["astronaut"]
+    others = _made_photos_of(pixels)
+    box = models.largest_face(pixels)
+    options = {"attack": ("sface", "dlib-resnet-torch"), "steps": 15, "views": 0}
+    one_photo = TIPIM(**options)(pixels)
+    person = TIPIM(**options, same_person=others)(pixels)
+    assert person.info["person_photos"] == 3 and one_photo.info["person_photos"] == 1
+    for key in ("lightcnn", "facelib-mobilenet"):  # cosine similarity: lower = further apart
+        rec = models.load(key)
+        refs = [rec.embed(o, models.largest_face(o)) for o in others]
+
+        def closeness(result):
+            e = rec.embed(result.pixels, box)
+            return float(np.mean([rec.score(e, r) for r in refs]))
+
+        assert closeness(person) < closeness(one_photo) - 0.03, key

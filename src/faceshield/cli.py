@@ -233,7 +233,7 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
         )
-    if args.pairs and (args.sizes or args.loo):
+    if args.pairs and (args.sizes or args.loo or args.budgets):
         from faceshield.bench.identity import run_identity_sweep
 
         return "sweep", run_identity_sweep(
@@ -243,9 +243,10 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             out_dir=Path(args.out) / "identity-sweep",
             sizes=args.sizes,
             loo=args.loo,
+            budgets=args.budgets,
             limit=args.limit,
             per_person=args.per_person,
-            same_person=args.same_person,
+            same_person=args.person_sets,
         )
     if args.pairs:
         return "identity", run_identity_bench(
@@ -256,7 +257,7 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             limit=args.limit,
             adaptive=args.adaptive,
             per_person=args.per_person,
-            same_person=args.same_person,
+            same_person=args.person_sets,
         )
     return "detection", run_bench(
         Path(args.dataset),
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--same-person",
         action="store_true",
+        dest="person_sets",
         help="with --pairs: protect each photo knowing the person's other photos in the dataset (never the "
         "ones it is judged against), as a user protecting their own album would",
     )
@@ -361,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="with --pairs: one run per size, the protected photos resized first so their longer side is PX "
         "(e.g. 160 320 640 1280); one table, black-box first",
+    )
+    b.add_argument(
+        "--budgets",
+        nargs="+",
+        type=float,
+        metavar="EPS",
+        help="with --pairs: one run per budget (e.g. 4 6 8 10): black-box PSR against PSNR, a curve as a table",
     )
     b.add_argument(
         "--loo",

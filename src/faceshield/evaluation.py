@@ -45,9 +45,10 @@ class FaceMatch:
     face: int  # index into Evaluation.faces
     score: float  # distance or similarity, in the model's own metric
     match: bool  # still the same person at the model's threshold?
-    reference_score: float | None = None  # reference photo vs original, when a reference is given
-    reference_protected_score: float | None = None  # reference photo vs protected
-    reference_match: bool | None = None
+    # with photos of the same person given: the closest of them vs the original and vs the protected
+    reference_score: float | None = None
+    reference_protected_score: float | None = None
+    reference_match: bool | None = None  # does any of them still match the protected face?
 
 
 @dataclass
@@ -76,6 +77,11 @@ class Evaluation:
     notices: list[str] = field(default_factory=list)  # what the user should know about the judging
 
 
+def closest(rec, scores: list[float]) -> float:
+    """The score of the most similar pair among `scores` in the recogniser's own metric."""
+    return min(scores) if rec.metric == "euclidean" else max(scores)
+
+
 def reference_faces(pixels: np.ndarray, detectors: list) -> Detections:
     """Faces of the original photo, as the union of what the given detectors found."""
     return merge_faces([d.detect(pixels) for d in detectors])
@@ -87,7 +93,7 @@ def evaluate(
     detector_keys: list[str] | None = None,
     recogniser_keys: list[str] | None = None,
     faces: Detections | None = None,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray | list[np.ndarray] | None = None,
     before: dict[str, Detections] | None = None,
     max_faces: int | None = None,
 ) -> Evaluation:
@@ -95,7 +101,8 @@ def evaluate(
 
     detector_keys / recogniser_keys: registry keys (default: every fast detector, every recogniser).
     faces: faces to compare identities on (default: union of the detectors' finds on the original).
-    reference: optional second photo of the same person; its largest face is compared with each face.
+    reference: optional other photo(s) of the same person (the attacker's gallery); the largest face
+    of each is compared with each face, and the closest one is reported.
     before: cached detections on the original, by key (saves time when judging several protections).
     max_faces: recognisers judge at most this many faces, the largest (None: every face); the
     web path sets it so that one crowded photo cannot hold the server for minutes. Inside a
@@ -123,15 +130,16 @@ def evaluate(
         notices.append(
             f"Identity was judged on the {max_faces} largest of the {len(faces)} faces (the per-request face limit)."
         )
-    ref_faces = None
-    if reference is not None and detectors:
-        ref_faces = reference_faces(reference, list(detectors.values())[:1])
+    gallery = []  # (photo, its largest face) of each same-person photo with a face
+    references = [] if reference is None else [reference] if isinstance(reference, np.ndarray) else list(reference)
+    for photo in references if detectors else []:
+        found = reference_faces(photo, list(detectors.values())[:1])
+        if len(found):
+            gallery.append((photo, found.boxes[largest(found.boxes)]))
     rec_views = []
     for key, rec in recognisers.items():
         t = time.perf_counter()
-        ref_embedding = None
-        if ref_faces is not None and len(ref_faces):
-            ref_embedding = rec.embed(reference, ref_faces.boxes[largest(ref_faces.boxes)])
+        ref_embeddings = [rec.embed(photo, box) for photo, box in gallery]
         matches = []
         for i in judged:
             box = faces.boxes[i]
@@ -141,9 +149,9 @@ def evaluate(
             e_orig, e_prot = rec.embed(original, box), rec.embed(protected, box)
             score = rec.score(e_orig, e_prot)
             fm = FaceMatch(i, score, rec.is_match(score))
-            if ref_embedding is not None:
-                fm.reference_score = rec.score(ref_embedding, e_orig)
-                fm.reference_protected_score = rec.score(ref_embedding, e_prot)
+            if ref_embeddings:
+                fm.reference_score = closest(rec, [rec.score(r, e_orig) for r in ref_embeddings])
+                fm.reference_protected_score = closest(rec, [rec.score(r, e_prot) for r in ref_embeddings])
                 fm.reference_match = rec.is_match(fm.reference_protected_score)
             matches.append(fm)
         rec_views.append(

@@ -224,7 +224,7 @@ def protect_and_judge(
     pixels: np.ndarray,
     method: str,
     detector_keys: list[str] | None = None,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray | list[np.ndarray] | None = None,
     faces=None,
     before: dict | None = None,
     **options,
@@ -277,7 +277,7 @@ class PageResult:
 
 DETECTOR_COLUMNS = ["detector", "role", "faces before", "faces after", "hidden"]
 RECOGNISER_COLUMNS = ["recogniser", "role", "face", "original vs protected", "threshold", "still matched?"]
-REFERENCE_COLUMNS = ["reference vs protected", "reference still matches?"]
+REFERENCE_COLUMNS = ["closest other photo of the person vs protected", "still linked to them?"]
 ATTACKED, JUDGE = "attacked (white-box)", "judge (never attacked)"
 
 
@@ -297,6 +297,8 @@ def protect_photo(
     for name, decls in declared().items():
         if decls[0][1].kind is PHOTOS and options.get(name):
             options[name] = [load_image(photo).pixels for photo in options[name]]
+    if ref_pixels is None and options.get("same_person"):  # the person's photos: the attacker's gallery too
+        ref_pixels = options["same_person"]
     detector_keys = DEFAULT_DETECTORS + (models.names(kind="detector", slow=True) if slow_judges else [])
     judged = protect_and_judge(loaded.pixels, method, detector_keys, reference=ref_pixels, **options)
     protection, result, ev, attacked = judged.protection, judged.result, judged.evaluation, judged.attacked

@@ -137,6 +137,50 @@ def render(results_dir: Path = RESULTS_DIR, template: Path = TEMPLATE) -> str:
     return MARKER.sub(results, Path(template).read_text())
 
 
+FRONTIER = Path("docs/identity-frontier.png")
+
+
+def frontier_points(records: dict[str, dict]) -> dict[str, list[tuple[float, float]]]:
+    """{method label: [(PSNR median, black-box mean PSR), ...]} from every recorded identity
+    run and sweep row: the points of the privacy-against-visibility plot."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for rec in records.values():
+        runs = [r["results"] for r in rec["results"]["rows"]] if rec["bench"] == "sweep" else [rec["results"]]
+        if rec["bench"] == "sweep" and rec["results"].get("kind") == "loo":
+            continue  # each row attacks a different set: not one method's curve
+        for run in runs if rec["bench"] in ("sweep", "identity") else []:
+            for method, res in run.get("methods", {}).items():
+                black = [r["psr"] for r in res["recognisers"].values() if not r["white_box"]]
+                if black and "psnr_median" in res:
+                    points.setdefault(method, []).append((res["psnr_median"], float(sum(black) / len(black))))
+    return points
+
+
+def plot_frontier(records: dict[str, dict], out: Path = FRONTIER) -> Path | None:
+    """docs/identity-frontier.png: black-box PSR against PSNR, one line per method label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = frontier_points(records)
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for method, pts in sorted(points.items()):
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=method[:70])
+    ax.set_xlabel("PSNR median (dB): higher = less visible")
+    ax.set_ylabel("black-box PSR, mean over judges (%)")
+    ax.set_title("Identity protection against never-attacked recognisers")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
 def main(results_dir: Path = RESULTS_DIR, out: Path = PAGE, check: bool = False, template: Path = TEMPLATE) -> int:
     text = render(results_dir, template)
     if check:
@@ -147,4 +191,6 @@ def main(results_dir: Path = RESULTS_DIR, out: Path = PAGE, check: bool = False,
         return 0
     out.write_text(text)
     print(f"wrote {out} from {len(load_records(results_dir))} records in {results_dir}")
+    if plotted := plot_frontier(load_records(results_dir), out.parent / FRONTIER.name):
+        print(f"wrote {plotted}")
     return 0

@@ -145,7 +145,8 @@ def run_identity_bench(
                     for view, see in ATTACKER_VIEWS.items()
                 }
             per_rec[k] = row
-        results["methods"][label(method, options)] = {
+        name = label(method, options) + (" + person set" if person_sets and protection.param("same_person") else "")
+        results["methods"][name] = {
             "recognisers": per_rec,
             "photos": rows,
             "psnr": float(np.mean([r["psnr"] for r in rows])),
@@ -224,12 +225,14 @@ def run_identity_sweep(
     out_dir: Path = Path("bench_results/identity-sweep"),
     sizes: list[int] | None = None,
     loo: bool = False,
+    budgets: list[float] | None = None,
     **pairs_options,
 ) -> dict:
     """run_identity_bench once per setting, one compact table with black-box figures first:
     sizes: once per photo size (the protected photos resized first, `--sizes`);
     loo: leave one family out (`--loo`): for each recogniser the protection attacks by
-    default, attack all the others and judge every recogniser, the held-out one included.
+    default, attack all the others and judge every recogniser, the held-out one included;
+    budgets: once per budget (eps), for curves of black-box PSR against PSNR (`--budgets`).
     pairs_options go to run_identity_bench (limit, per_person, same_person)."""
     from faceshield.bench.report import format_sweep_table
     from faceshield.protections import METHODS, method_key, spec_options
@@ -241,7 +244,9 @@ def run_identity_sweep(
         default = options.get("attack") or METHODS[method_key(spec_options(attackers[0])[0])].attacks
         for key in default:
             settings.append((f"held out: {key}", {**options, "attack": tuple(k for k in default if k != key)}, {}))
-    for size in sizes or ([] if loo else [None]):
+    for eps in budgets or []:
+        settings.append((f"eps {eps:g}", {**options, "eps": eps}, {}))
+    for size in sizes or ([] if loo or budgets else [None]):
         settings.append((f"{size} px" if size else "as is", options, {"size": size}))
     rows = []
     for name, opts, extra in settings:
@@ -250,5 +255,6 @@ def run_identity_sweep(
             dataset, methods, opts, out_dir=out_dir / name.replace(" ", "-").replace(":", ""), **pairs_options, **extra
         )
         rows.append({"setting": name, "results": results})
-    sweep = {"dataset": str(dataset), "kind": "loo" if loo else "sizes", "rows": rows}
+    kind = "loo" if loo else "budgets" if budgets and not sizes else "sizes"
+    sweep = {"dataset": str(dataset), "kind": kind, "rows": rows}
     return save(sweep, format_sweep_table(sweep), out_dir)

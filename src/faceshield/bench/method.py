@@ -30,6 +30,7 @@ def _same(value, default) -> bool:
 
 
 def build_method(method: str, options: dict):
-    """The protection, and the registry keys it attacks white-box."""
+    """The protection, and the registry keys it attacks white-box or consults while it works
+    (held-back validating recognisers): none of them counts as a black-box judge."""
     protection = build(method, **options)
-    return protection, protection.attack
+    return protection, tuple(protection.attack) + tuple(getattr(protection, "validate_with", ()))

@@ -217,7 +217,11 @@ def format_sweep_table(sweep: dict) -> str:
     (each never-attacked judge, then their mean), then the attacked models', after JPEG q75 and
     a 0.5x resize (black-box mean), visibility and time."""
     first = sweep["rows"][0]["results"] if sweep["rows"] else {"pairs": 0}
-    what = "photo size (longer side)" if sweep["kind"] == "sizes" else "family held out of the attack"
+    what = {
+        "sizes": "photo size (longer side)",
+        "loo": "family held out of the attack",
+        "budgets": "budget (eps, grey levels)",
+    }[sweep["kind"]]
     lines = [
         f"{first['pairs']} same-person pairs per row; {budget_text(first) if 'eps' in first else ''}; rows: {what}. "
         "Black-box = judged by recognisers the protection never attacked (nor their twins); PSR = pairs no "
