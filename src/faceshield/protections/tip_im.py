@@ -92,8 +92,8 @@ class TIPIM(Protection):
             help="budget in grey levels: the L-inf bound, or with norm l2 the RMS change over the face "
             "regions (L2 norm = eps x sqrt(values in the face regions))"
         ),
-        STEPS.but(default=60),
-        Param("step_size", 1.0, "grey levels per step; under L2, 1/8 of the radius per unit", low=0),
+        STEPS.but(default=24),
+        Param("step_size", 2.0, "grey levels per step; under L2, 1/8 of the radius per unit", low=0),
         Param("momentum", 1.0, "MI-FGSM decay", low=0),
         ATTACK.but(default=attacks, help="differentiable recognisers to attack"),
         Param(
@@ -224,7 +224,7 @@ class TIPIM(Protection):
         ),
         Param(
             "align_jitter",
-            0.0,
+            1.0,
             "expectation over alignments: a random rotation (8 deg), scale (8%) and shift (4%) of each "
             "recogniser's landmarks per step, times this (0: off)",
             low=0,
