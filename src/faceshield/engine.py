@@ -3,7 +3,7 @@ that the plain (in-process) engine and the Ray engine (faceshield.ray_engine) sh
 
     plan = make_plan(["album/"], Path("out"))          # what to do; what is already done
     protector = Protector(type(p), p.options())        # in each worker: models load once
-    rows = protector.protect_group(plan.tasks[0], read_bytes)
+    rows = protector.protect_group(plan.tasks[0], read_file)
     run_plain(plan, protection) -> Summary             # the default engine
 
 A photo's output keeps its place in the input tree (day1/IMG_1.jpg -> OUT/day1/IMG_1.png) and is
@@ -227,16 +227,17 @@ class Protector:
     per-photo routine both engines run: decode, protect, write the PNG, return the manifest row.
 
     cls, options: the protection's class and options in force (Protection.options()); threads:
-    torch/OpenCV threads of this worker (default: settings)."""
+    torch/OpenCV threads of this worker (default: settings); protection: one already built in
+    this process (the plain engine's), else built here."""
 
-    def __init__(self, cls, options: dict, threads: int | None = None):
+    def __init__(self, cls, options: dict, threads: int | None = None, protection=None):
         from faceshield import settings
 
         if threads:
             settings.TORCH_THREADS = threads
         settings.apply_threads()
         self.cls, self.options = cls, dict(options)
-        self.protection = cls(**self.options)
+        self.protection = protection or cls(**self.options)
 
     def protect_group(self, task: list[Photo], read) -> list[dict]:
         """Manifest rows of the photos of `task` still to do. read(photo) -> its bytes. With more
@@ -369,7 +370,7 @@ class Progress:
 
 def run_plain(plan: Plan, method: str, protection, quiet: bool = False) -> Summary:
     """The default engine: every task in this process, in turn, with `protection`'s models."""
-    protector = Protector(type(protection), protection.options())
+    protector = Protector(type(protection), protection.options(), protection=protection)
     progress = Progress(plan, method, protection, quiet)
     try:
         for task in plan.tasks:

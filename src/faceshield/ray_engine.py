@@ -107,7 +107,7 @@ def run_ray(
     ray = _ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False, configure_logging=True)
+        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours says done, failed, rate, time left
         logging.getLogger("ray.data").setLevel(logging.WARNING)
