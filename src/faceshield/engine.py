@@ -248,18 +248,18 @@ class Protector:
         for photo in task:
             start = time.perf_counter()
             try:
-                loaded[photo] = (load_image(read(photo), name=Path(photo.input).name), start)
+                loaded[photo] = (load_image(read(photo), name=Path(photo.input).name), time.perf_counter() - start)
             except Exception as exc:  # a bad photo is a row, never a stopped job
                 if photo.todo:
                     rows.append(_failed(photo, exc, start))
-        for photo, (image, start) in loaded.items():
+        for photo, (image, decoding) in loaded.items():
             if not photo.todo:
                 continue
             protection = self.protection
             if len(task) > 1:
                 others = [other.pixels for key, (other, _) in loaded.items() if key != photo]
                 protection = self.cls(**{**self.options, "same_person": others or None})
-            rows.append(self._protect(photo, image, protection, start))
+            rows.append(self._protect(photo, image, protection, time.perf_counter() - decoding))
         return rows
 
     def _protect(self, photo: Photo, image, protection, start: float) -> dict:
