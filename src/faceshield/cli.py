@@ -11,8 +11,6 @@ from pathlib import Path
 from faceshield import settings
 from faceshield.protections import METHODS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
 
 def _method_help() -> str:
     return "methods:\n" + "\n".join(f"  {k:<14} {cls.summary}" for k, cls in METHODS.items())
@@ -26,23 +24,6 @@ def _method(spec: str) -> str:
     except KeyError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return spec
-
-
-def _inputs(paths: list[str]) -> list[tuple[Path, Path]]:
-    """(file, output path relative to the output folder) for each input. A folder's photos keep
-    their place in its tree (day1/IMG_1.jpg -> day1/IMG_1.png), so equal names in different
-    sub-folders never meet; a file given by itself goes to the top of the output folder."""
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += [
-                (f, f.relative_to(p).with_suffix(".png"))
-                for f in sorted(p.rglob("*"))
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            ]
-        else:
-            files.append((p, Path(p.stem + ".png")))
-    return files
 
 
 def add_protection_options(p) -> None:
@@ -144,63 +125,78 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def cmd_protect(args) -> int:
-    from tqdm import tqdm
-
-    from faceshield.images import ImageError, load_image, save_png
-    from faceshield.metrics import image_quality
+    from faceshield.engine import check_same_person, make_plan, run_plain
     from faceshield.protections import build
+    from faceshield.settings import InputError
 
-    out_dir = Path(args.output)
-    jobs = _inputs(args.inputs)
-    if not jobs:
-        print("no input images found", file=sys.stderr)
+    if args.engine != "ray" and (ray_only := [f for f, v in _ray_flags(args).items() if v is not None]):
+        print(f"{', '.join(ray_only)}: only with --engine ray", file=sys.stderr)
         return 2
-    sources = {f.resolve() for f, _ in jobs}
-    targets: dict[Path, Path] = {}
-    for path, rel in jobs:
-        target = (out_dir / rel).resolve()
-        if target in sources:
-            print(
-                f"refusing to write {target}: it is one of the input photos (choose another -o folder)", file=sys.stderr
-            )
-            return 2
-        if target in targets:
-            print(
-                f"{path} and {targets[target]} would both be written to {target}: give them separately "
-                "or as one folder",
-                file=sys.stderr,
-            )
-            return 2
-        targets[target] = path
     options = protect_options(args)
     if error := _explicit([args.method], options):
         print(error, file=sys.stderr)
         return 2
-    protection = build(args.method, **options)
-    done = skipped = failed = 0
-    for path, rel in tqdm(jobs, desc="protecting", unit="photo"):
-        target = out_dir / rel
-        if target.exists() and not args.force:  # an interrupted batch resumes where it stopped
-            skipped += 1
-            continue
-        try:
-            loaded = load_image(path)
-        except ImageError as exc:
-            tqdm.write(f"skipped {path}: {exc}")
-            failed += 1
-            continue
-        result = protection(loaded.pixels)
-        save_png(result.pixels, target)
-        done += 1
-        notes = "; ".join(loaded.notices + result.notices)
-        steps = f", {result.steps} steps" if result.steps is not None else ""
-        psnr = image_quality(loaded.pixels, result.pixels)["psnr"]
-        tqdm.write(
-            f"{path} -> {target} ({result.faces_protected} face(s){steps}, {result.seconds:.1f} s, "
-            f"PSNR {psnr:.1f} dB)" + (f" [{notes}]" if notes else "")
+    try:
+        protection = build(args.method, **options)
+        if args.group_same_person:
+            check_same_person(type(protection))
+        plan = make_plan(args.inputs, Path(args.output), args.manifest, args.force, args.group_same_person)
+        if args.engine == "ray":
+            from faceshield.ray_engine import run_ray
+
+            summary = run_ray(
+                plan,
+                args.method,
+                protection,
+                address=args.address,
+                workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker or 1.0,
+                gpus_per_worker=args.gpus_per_worker or 0.0,
+            )
+        else:
+            summary = run_plain(plan, args.method, protection)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed and not (summary.protected or summary.kept) else 0
+
+
+def _ray_flags(args) -> dict:
+    return {
+        "--address": args.address,
+        "--workers": args.workers,
+        "--cpus-per-worker": args.cpus_per_worker,
+        "--gpus-per-worker": args.gpus_per_worker,
+    }
+
+
+def cmd_bench_scale(args) -> int:
+    from faceshield.protections import build
+    from faceshield.ray_engine import bench_scale, scale_table
+    from faceshield.settings import InputError
+
+    options = protect_options(args)
+    if error := _explicit([args.method], options):
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        results = bench_scale(
+            Path(args.source),
+            args.method,
+            build(args.method, **options),
+            args.workers,
+            address=args.address,
+            cpus_per_worker=args.cpus_per_worker,
+            limit=args.limit,
         )
-    print(f"{done} protected, {skipped} already there (kept; --force redoes them), {failed} failed")
-    return 1 if failed == len(jobs) else 0
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"python -m faceshield {shlex.join(args.argv)}")
+    print(scale_table(results))
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -285,6 +281,23 @@ def cmd_models(args) -> int:
     return 0
 
 
+def add_ray_options(p, defaults: bool = False) -> None:
+    """--address, --workers, --cpus-per-worker, --gpus-per-worker (protect: only with --engine ray)."""
+    p.add_argument("--address", help="a running Ray cluster to join (default: start Ray on this machine)")
+    if defaults:
+        p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare (default 1 2)")
+    else:
+        p.add_argument("--workers", type=int, help="Ray workers (default: as many as the cluster's CPUs hold)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0 if defaults else None,
+        help="CPUs each worker reserves, also its torch threads (default 1)",
+    )
+    if not defaults:
+        p.add_argument("--gpus-per-worker", type=float, help="GPUs each worker reserves (default 0; e.g. 1 or 0.5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceshield",
@@ -311,7 +324,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="protect again photos whose output already exists (default: keep them, so an interrupted batch resumes)",
     )
+    p.add_argument(
+        "--same-person",
+        dest="group_same_person",
+        action="store_true",
+        help="each input folder's photos are one person (files given by themselves: together): each photo "
+        "is protected with the others as same_person (identity protections that declare it)",
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="CSV",
+        help="the run's record, one row per photo (default: OUTPUT/faceshield-manifest.csv); resumes from it",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["plain", "ray"],
+        default="plain",
+        help="plain: this process, one photo after another (default); ray: Ray Data workers on this machine, "
+        "or on a cluster with --address (pip install -r requirements-ray.txt; see docs/scale.md)",
+    )
+    add_ray_options(p)
     p.set_defaults(func=cmd_protect)
+
+    s = sub.add_parser(
+        "bench-scale",
+        help="throughput of the Ray engine on a folder with 1, 2, ... workers, and the speed-up",
+    )
+    s.add_argument("source", help="a folder of photos")
+    s.add_argument("--method", default="blur", type=_method)
+    add_protection_options(s)
+    s.add_argument("--limit", type=int, help="only the first N photos")
+    add_ray_options(s, defaults=True)
+    s.set_defaults(func=cmd_bench_scale)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
     b.add_argument("dataset")

@@ -80,13 +80,14 @@ def pil_open(source, formats=None):
     return opener(source, formats=formats)
 
 
-def load_image(source, max_side: int | None = None) -> LoadedImage:
+def load_image(source, max_side: int | None = None, name: str | None = None) -> LoadedImage:
     """Decode and normalise a user photo.
 
     source: a path, raw bytes, a PIL image or an (H, W[, C]) array.
     Returns RGB uint8 pixels with EXIF rotation applied, transparency composited on white,
     16-bit/CMYK/palette/grey converted, and the longer side capped at `max_side`
-    (default settings.MAX_SIDE). Raises ImageError with a clear message otherwise.
+    (default settings.MAX_SIDE). Raises ImageError with a clear message otherwise; `name`
+    is how the messages call raw bytes (default "upload").
     """
     max_side = settings.MAX_SIDE if max_side is None else max_side
     notices: list[str] = []
@@ -95,7 +96,7 @@ def load_image(source, max_side: int | None = None) -> LoadedImage:
     elif isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source)
+        image = _open(source, name)
 
     n_frames = getattr(image, "n_frames", 1)
     if n_frames > 1:
@@ -154,18 +155,35 @@ def png_roundtrip(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(pil_open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
-def _open(source) -> Image.Image:
+def check_file(path: str | Path) -> None:
+    """ImageError unless `path` is a file that can be opened and is within
+    settings.MAX_FILE_BYTES (checked before any byte is read)."""
+    path = Path(path)
+    name = _short(path.name)
+    if not path.is_file():
+        raise ImageError(f"No such file: {name}")
+    size = path.stat().st_size
+    if size > settings.MAX_FILE_BYTES:
+        raise ImageError(f"{name} is {_megabytes(size)}; the limit is {_megabytes(settings.MAX_FILE_BYTES)}.")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ImageError(f"{name} cannot be read ({exc.strerror or exc}).") from exc
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else name[:57] + "..."
+
+
+def _open(source, name: str | None = None) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
-        name = "upload"
+        name = _short(name) if name else "upload"
     else:
         path = Path(source)
-        name = path.name if len(path.name) <= 60 else path.name[:57] + "..."
-        if not path.is_file():
-            raise ImageError(f"No such file: {name}")
-        size = path.stat().st_size
-        if size > settings.MAX_FILE_BYTES:
-            raise ImageError(f"{name} is {_megabytes(size)}; the limit is {_megabytes(settings.MAX_FILE_BYTES)}.")
+        name = _short(path.name)
+        check_file(path)
         data = path.read_bytes()
     if len(data) == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
