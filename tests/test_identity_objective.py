@@ -16,7 +16,9 @@ def test_simplex_projection_and_hull_point():
     inside = torch.tensor([0.3, 0.6], dtype=torch.float64)
     assert torch.allclose(hull_point(inside, square, iters=200), inside, atol=1e-6)  # inside: itself
     outside = torch.tensor([2.0, 0.5], dtype=torch.float64)
-    assert torch.allclose(hull_point(outside, square, iters=200), torch.tensor([1.0, 0.5], dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(
+        hull_point(outside, square, iters=200), torch.tensor([1.0, 0.5], dtype=torch.float64), atol=1e-4
+    )
     assert torch.allclose(hull_point(outside, square, "centre"), torch.tensor([0.5, 0.5], dtype=torch.float64))
     assert torch.equal(hull_point(outside, square[:1]), square[0])  # one photo: that photo
 
