@@ -229,31 +229,17 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
         )
-    if args.pairs and (args.sizes or args.loo or args.budgets):
+    if args.pairs:
         from faceshield.bench.identity import run_identity_sweep
 
-        return "sweep", run_identity_sweep(
-            Path(args.dataset),
-            args.methods,
-            options,
-            out_dir=Path(args.out) / "identity-sweep",
-            sizes=args.sizes,
-            loo=args.loo,
-            budgets=args.budgets,
-            limit=args.limit,
-            per_person=args.per_person,
-            same_person=args.person_sets,
-        )
-    if args.pairs:
+        pairs = {"limit": args.limit, "per_person": args.per_person, "same_person": args.person_sets}
+        if args.sizes or args.loo or args.budgets:
+            sweep = {"sizes": args.sizes, "loo": args.loo, "budgets": args.budgets}
+            out = Path(args.out) / "identity-sweep"
+            return "sweep", run_identity_sweep(Path(args.dataset), args.methods, options, out, **sweep, **pairs)
+        out = Path(args.out) / "identity"
         return "identity", run_identity_bench(
-            Path(args.dataset),
-            args.methods,
-            options,
-            out_dir=Path(args.out) / "identity",
-            limit=args.limit,
-            adaptive=args.adaptive,
-            per_person=args.per_person,
-            same_person=args.person_sets,
+            Path(args.dataset), args.methods, options, out, adaptive=args.adaptive, **pairs
         )
     return "detection", run_bench(
         Path(args.dataset),

@@ -138,17 +138,21 @@ def render(results_dir: Path = RESULTS_DIR, template: Path = TEMPLATE) -> str:
 
 
 FRONTIER = Path("docs/identity-frontier.png")
+# the runs the plot compares: one protocol (the same pairs, the same black-box judges)
+FRONTIER_RECORDS = ("identity-recipe-*", "identity-budgets-*")
 
 
 def frontier_points(records: dict[str, dict]) -> dict[str, list[tuple[float, float]]]:
-    """{method label: [(PSNR median, black-box mean PSR), ...]} from every recorded identity
-    run and sweep row: the points of the privacy-against-visibility plot."""
+    """{method label: [(PSNR median, black-box mean PSR), ...]} from the recorded identity runs
+    and budget sweeps named by FRONTIER_RECORDS: the points of the privacy-against-visibility plot."""
+    from fnmatch import fnmatch
+
     points: dict[str, list[tuple[float, float]]] = {}
-    for rec in records.values():
+    for name, rec in records.items():
+        if not any(fnmatch(name, pattern) for pattern in FRONTIER_RECORDS):
+            continue
         runs = [r["results"] for r in rec["results"]["rows"]] if rec["bench"] == "sweep" else [rec["results"]]
-        if rec["bench"] == "sweep" and rec["results"].get("kind") == "loo":
-            continue  # each row attacks a different set: not one method's curve
-        for run in runs if rec["bench"] in ("sweep", "identity") else []:
+        for run in runs:
             for method, res in run.get("methods", {}).items():
                 black = [r["psr"] for r in res["recognisers"].values() if not r["white_box"]]
                 if black and "psnr_median" in res:
@@ -166,10 +170,10 @@ def plot_frontier(records: dict[str, dict], out: Path = FRONTIER) -> Path | None
     points = frontier_points(records)
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     for method, pts in sorted(points.items()):
         pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=method[:70])
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=method)
     ax.set_xlabel("PSNR median (dB): higher = less visible")
     ax.set_ylabel("black-box PSR, mean over judges (%)")
     ax.set_title("Identity protection against never-attacked recognisers")
