@@ -242,6 +242,7 @@ def run_identity_sweep(
     if loo:
         attackers = [m for m in methods if METHODS[method_key(spec_options(m)[0])].attacks]
         default = options.get("attack") or METHODS[method_key(spec_options(attackers[0])[0])].attacks
+        default = tuple(models.available(list(default))[0])  # the ones that load here (no Hub offline)
         for key in default:
             settings.append((f"held out: {key}", {**options, "attack": tuple(k for k in default if k != key)}, {}))
     for eps in budgets or []:
