@@ -7,6 +7,11 @@ Objective: each white-box detector's face_loss (zero once it finds none of the c
 plus an optional L2 distortion penalty. Steps are whole grey levels, so the float result is
 already the 8-bit PNG the user downloads; success is checked on that 8-bit image with the
 real detector and the attack stops a few steps after it holds.
+
+Budget ladder: when the steps at `eps` end with an attacked detector still finding a face,
+the attack goes on at the next rung (`rungs` budgets spaced geometrically up to `max_eps`),
+each warm-started from the perturbation so far, and keeps the first budget that hides every
+face; the result's budget and the summary line say which budget it took.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from faceshield import settings
+from faceshield.metrics import image_quality
 from faceshield.models import Detections
 from faceshield.protections.base import (
     ATTACK,
@@ -78,6 +84,39 @@ class DetectorPGD(Protection):
             "(protections/generator.py), so a few steps finish what it started",
             choices=("zero", "generator"),
         ),
+        Param(
+            "max_eps",
+            16.0,
+            "budget ladder: while an attacked detector still finds a face after the steps at eps, go on at "
+            "larger budgets up to this one (grey levels; at or below eps: no ladder)",
+            low=0,
+            high=255,
+            page_high=EPS.page_high,
+            tag="ladder to {value}",
+        ),
+        Param(
+            "grid",
+            0,
+            "0: a step per pixel; N > 0: steps on a coarse grid, cells of (face size / N) per face with the "
+            "gradient averaged over each cell and up-sampled bilinearly (where MTCNN's coarse pyramid "
+            "levels decide on a large face)",
+            low=0,
+            tag="grid {value}",
+        ),
+        Param(
+            "proposal_weight",
+            0.0,
+            "weight of the first stage's score over every pyramid level (MTCNN's P-Net) in the loss",
+            low=0,
+            tag="proposals x{value}",
+        ),
+        Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
+        Param(
+            "rung_steps",
+            40,
+            "budget ladder: most iterations at each larger budget (each starts from the perturbation so far)",
+            low=1,
+        ),
     )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
@@ -124,28 +163,44 @@ class DetectorPGD(Protection):
         def objective(step: int):
             x = (x0 + delta * m) / 255.0
             face_loss = sum(d.face_loss(x, region) for d in detectors)
+            if self.proposal_weight:
+                pnets = [d for d in detectors if hasattr(d, "proposal_loss")]
+                face_loss = face_loss + sum(
+                    self.proposal_weight * d.proposal_loss(x * 255.0, region, d.proposal_tau) for d in pnets
+                )
             distortion = (delta * m).pow(2).mean()
             return face_loss + self.distortion_weight * distortion, float(face_loss.detach())
 
         # a zero loss ends it too: the surrogate sees no face, so no gradient is left
         hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
-        run = iterate(
-            self.key,
-            delta,
-            x0,
-            m,
-            objective,
-            hidden,
-            stop,
-            self.steps,
-            self.eps,
-            self.step_size,
-            self.momentum,
-            on_step=on_step,
-            notices=notices,
-        )
-        history, steps_done = run.history, run.steps
-        success = stop.success or (not stop.reached and hidden())
+        history, ladder = [], []
+        for eps, steps in self.budgets(len(all_faces) > 0):
+            if ladder:  # a larger rung, from the perturbation so far (just judged: a face is found)
+                stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
+            late: list[str] = []
+            run = iterate(
+                self.key,
+                delta,
+                x0,
+                m,
+                objective,
+                hidden,
+                stop,
+                steps,
+                eps,
+                self.step_size,
+                self.momentum,
+                smooth=_coarse_grid(all_faces.boxes, self.face_margin, self.grid) if self.grid else None,
+                on_step=on_step,
+                notices=late,
+            )
+            history += run.history
+            success = stop.success or hidden()  # judged again when the steps ran out
+            ladder.append({"eps": eps, "steps": run.steps, "hidden": bool(success)})
+            notices += late
+            if success or late:  # hidden, or the request's time is up
+                break
+        steps_done = sum(r["steps"] for r in ladder)
         scale = self._shrink(detectors, x0, delta, m, mask) if success and self.shrink else 1.0
         out = to_uint8(x0 + torch.round(delta.detach() * scale) * m)
         info = {
@@ -153,10 +208,14 @@ class DetectorPGD(Protection):
             "attacked": [d.name for d in detectors],
             "unavailable_attacked": missing,
             "perturbation_scale": scale,
+            "ladder": ladder,
+            "eps_used": eps,
+            "psnr": image_quality(pixels, out)["psnr"],
         }
         if not success:
+            tried = f" at budgets up to {eps:g}/255" if len(ladder) > 1 else ""
             notices.append(
-                f"After {steps_done} steps a white-box detector still finds a face: "
+                f"After {steps_done} steps{tried} a white-box detector still finds a face: "
                 "raise the budget or the number of steps."
             )
         return ProtectionResult(
@@ -167,8 +226,40 @@ class DetectorPGD(Protection):
             notices,
             steps=steps_done,
             success=bool(success),
-            budget=Budget.measure("linf", self.eps, pixels, out),
+            budget=Budget.measure("linf", eps, pixels, out),
         )
+
+    def budgets(self, faces: bool = True) -> list[tuple[float, int]]:
+        """The ladder: (budget, most steps) to try in turn. eps with `steps` first, then up to
+        `rungs` whole-grey-level budgets spaced geometrically from eps to max_eps, each with
+        `rung_steps` (none without a face: with the whole photo perturbed there is no face to
+        hide). DetectorPGD(eps=8).budgets() -> [(8, 80), (10, 40), (13, 40), (16, 40)]."""
+        ladder = [(self.eps, self.steps)]
+        if not faces or self.rungs == 0 or self.max_eps <= self.eps:
+            return ladder
+        ratio = self.max_eps / self.eps
+        for k in range(1, self.rungs + 1):
+            eps = float(round(self.eps * ratio ** (k / self.rungs))) if k < self.rungs else float(self.max_eps)
+            if eps > ladder[-1][0]:
+                ladder.append((eps, self.rung_steps))
+        return ladder
+
+    def describe(self, result: ProtectionResult) -> str:
+        """The summary line, and which budget the ladder took when it climbed (and its PSNR)."""
+        text = super().describe(result)
+        ladder = result.info.get("ladder", [])
+        if len(ladder) > 1:
+            climb = " -> ".join(f"{r['eps']:g}" for r in ladder)
+            outcome = (
+                f"hidden at **{ladder[-1]['eps']:g}/255**"
+                if ladder[-1]["hidden"]
+                else f"a face is still found at the largest, {ladder[-1]['eps']:g}/255"
+            )
+            text += (
+                f"\nBudget ladder: {ladder[0]['eps']:g}/255 left a face found, so it climbed {climb}/255: "
+                f"{outcome} (PSNR {result.info['psnr']:.1f} dB)."
+            )
+        return text
 
     def _shrink(self, detectors, x0, delta, m, mask, checks: int = 3) -> float:
         """The smallest scaling of the perturbation (bisection in [0.3, 1], `checks` checks on
@@ -203,3 +294,26 @@ def _generator_start(x0: torch.Tensor, boxes, eps: float) -> torch.Tensor:
 
     net = load_generator()
     return perturb_faces(net, x0, [face_square(b, net.context) for b in boxes], eps) - x0
+
+
+def _coarse_grid(boxes, margin: float, cells: int):
+    """smooth(grad) for iterate(): over each face's region (its box grown by `margin`), the
+    gradient averaged over cells of (face size / cells) px and up-sampled bilinearly, so each
+    step moves the face by blocks the size of what MTCNN's coarse pyramid levels see as one
+    pixel. grad: (1, 3, H, W)."""
+    import torch.nn.functional as F
+
+    from faceshield.boxes import grow
+
+    def smooth(grad):
+        out = grad.clone()
+        for box in boxes:
+            r0, r1, c0, c1 = grow(box, margin, grad.shape[2:])
+            cell = max(1.0, float(max(box[2] - box[0], box[3] - box[1])) / cells)
+            small = F.adaptive_avg_pool2d(
+                grad[:, :, r0:r1, c0:c1], (max(1, round((r1 - r0) / cell)), max(1, round((c1 - c0) / cell)))
+            )
+            out[:, :, r0:r1, c0:c1] = F.interpolate(small, size=(r1 - r0, c1 - c0), mode="bilinear")
+        return out
+
+    return smooth
