@@ -94,22 +94,6 @@ class DetectorPGD(Protection):
             page_high=EPS.page_high,
             tag="ladder to {value}",
         ),
-        Param(
-            "grid",
-            0,
-            "0: a step per pixel; N > 0: steps on a coarse grid, cells of (face size / N) per face with the "
-            "gradient averaged over each cell and up-sampled bilinearly (where MTCNN's coarse pyramid "
-            "levels decide on a large face)",
-            low=0,
-            tag="grid {value}",
-        ),
-        Param(
-            "proposal_weight",
-            0.0,
-            "weight of the first stage's score over every pyramid level (MTCNN's P-Net) in the loss",
-            low=0,
-            tag="proposals x{value}",
-        ),
         Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
         Param(
             "rung_steps",
@@ -163,11 +147,6 @@ class DetectorPGD(Protection):
         def objective(step: int):
             x = (x0 + delta * m) / 255.0
             face_loss = sum(d.face_loss(x, region) for d in detectors)
-            if self.proposal_weight:
-                pnets = [d for d in detectors if hasattr(d, "proposal_loss")]
-                face_loss = face_loss + sum(
-                    self.proposal_weight * d.proposal_loss(x * 255.0, region, d.proposal_tau) for d in pnets
-                )
             distortion = (delta * m).pow(2).mean()
             return face_loss + self.distortion_weight * distortion, float(face_loss.detach())
 
@@ -190,7 +169,6 @@ class DetectorPGD(Protection):
                 eps,
                 self.step_size,
                 self.momentum,
-                smooth=_coarse_grid(all_faces.boxes, self.face_margin, self.grid) if self.grid else None,
                 on_step=on_step,
                 notices=late,
             )
@@ -294,26 +272,3 @@ def _generator_start(x0: torch.Tensor, boxes, eps: float) -> torch.Tensor:
 
     net = load_generator()
     return perturb_faces(net, x0, [face_square(b, net.context) for b in boxes], eps) - x0
-
-
-def _coarse_grid(boxes, margin: float, cells: int):
-    """smooth(grad) for iterate(): over each face's region (its box grown by `margin`), the
-    gradient averaged over cells of (face size / cells) px and up-sampled bilinearly, so each
-    step moves the face by blocks the size of what MTCNN's coarse pyramid levels see as one
-    pixel. grad: (1, 3, H, W)."""
-    import torch.nn.functional as F
-
-    from faceshield.boxes import grow
-
-    def smooth(grad):
-        out = grad.clone()
-        for box in boxes:
-            r0, r1, c0, c1 = grow(box, margin, grad.shape[2:])
-            cell = max(1.0, float(max(box[2] - box[0], box[3] - box[1])) / cells)
-            small = F.adaptive_avg_pool2d(
-                grad[:, :, r0:r1, c0:c1], (max(1, round((r1 - r0) / cell)), max(1, round((c1 - c0) / cell)))
-            )
-            out[:, :, r0:r1, c0:c1] = F.interpolate(small, size=(r1 - r0, c1 - c0), mode="bilinear")
-        return out
-
-    return smooth
