@@ -69,3 +69,37 @@ def test_a_misspelt_option_is_an_error_and_shared_ones_are_not():
         build("detector-pgd", epss=4)
     blur = build("blur", eps=8, attack=("mtcnn",), margin=0.5)  # knobs of other methods: dropped
     assert blur.key == "blur"
+
+
+def test_budget_ladder_rungs():
+    """8 -> 10 -> 13 -> 16 by default; none when the top is not above eps or no rung is asked."""
+    assert DetectorPGD().budgets() == [(8, 80), (10, 40), (13, 40), (16, 40)]
+    assert DetectorPGD(eps=4, max_eps=8, rungs=2, rung_steps=5).budgets() == [(4, 80), (6, 5), (8, 5)]
+    assert DetectorPGD(eps=16).budgets() == [(16, 80)]
+    assert DetectorPGD(rungs=0).budgets() == [(8, 80)]
+    assert DetectorPGD().budgets(faces=False) == [(8, 80)]  # no face: nothing to hide, no ladder
+
+
+def test_budget_ladder_climbs_until_the_face_is_hidden(photos):
+    """One step at 8/255 leaves the astronaut's face found (checked without the ladder); the
+    ladder then climbs, stops at the first budget that hides her from MTCNN on the saved PNG,
+    reports that budget and names it in the summary line."""
+    mtcnn = models.load("mtcnn")
+    pixels = photos["astronaut"]
+    fast = dict(eps=8, steps=1, check_every=1, rung_steps=20)
+    alone = DetectorPGD(**fast, max_eps=8)(pixels)
+    assert not alone.success and len(mtcnn.detect(alone.pixels)) == 1 and alone.info["ladder"][-1]["eps"] == 8
+
+    protection = DetectorPGD(**fast)
+    result = protection(pixels)
+    ladder = result.info["ladder"]
+    assert ladder[0] == {"eps": 8, "steps": 1, "hidden": False}
+    assert len(ladder) >= 2 and [r["hidden"] for r in ladder] == [False] * (len(ladder) - 1) + [True]
+    assert len(ladder) < len(protection.budgets())  # stopped below the top of the ladder
+    took = ladder[-1]["eps"]
+    assert result.success and result.budget.eps == took and result.budget.used <= took
+    assert len(mtcnn.detect(png_roundtrip(result.pixels))) == 0
+    assert result.info["psnr"] == pytest.approx(image_quality(pixels, result.pixels)["psnr"])
+    text = protection.describe(result)
+    assert f"at L-inf {took:g}/255" in text and f"hidden at **{took:g}/255**" in text
+    assert f"PSNR {result.info['psnr']:.1f} dB" in text

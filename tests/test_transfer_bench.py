@@ -8,6 +8,7 @@ from PIL import Image
 
 from faceshield import models
 from faceshield.bench import run_transfer_bench
+from faceshield.protections import DetectorPGD
 
 
 def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, tmp_path):
@@ -19,7 +20,8 @@ def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, t
     (tmp_path / "detection" / "boxes.json").write_text(json.dumps({"one.jpg": [box.round().tolist()]}))
     Image.fromarray(astronaut[:300, 60:360]).save(tmp_path / "identities" / "someone" / "1.jpg", quality=95)
 
-    results = run_transfer_bench(tmp_path, "detector-pgd", {"steps": 3, "attack": ("mtcnn",)}, out_dir=tmp_path / "out")
+    options = {"steps": 3, "rung_steps": 3, "attack": ("mtcnn",)}
+    results = run_transfer_bench(tmp_path, "detector-pgd", options, out_dir=tmp_path / "out")
     method, control = results["methods"]
     assert control.startswith("noise")
     rows = results["methods"][method]["detectors"]
@@ -30,3 +32,14 @@ def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, t
     assert table.index("black-box") < table.index("white-box")  # the never-attacked judges lead
     summary = results["methods"][method]
     assert summary["seconds_median"] > 0 and np.isfinite(summary["psnr_min"])
+
+    # the goals beside the control: portraits hidden from MTCNN, the budgets the ladder ended at
+    photos = summary["photos"]
+    ladder = [DetectorPGD(**options).budgets()[i][0] for i in range(4)]
+    assert all(p["budget"] in ladder for p in photos)
+    assert [p["budget"] for p in results["methods"][control]["photos"]] == [p["budget"] for p in photos]
+    (portrait,) = [p for p in photos if p["portrait"]]
+    hidden = int(portrait["hidden_from_attacked"])
+    assert f"| portraits hidden from every attacked detector (mtcnn) | {hidden}/1 ({hidden:.0%}) |" in table
+    counts = {b: [p["budget"] for p in photos].count(b) for b in sorted({p["budget"] for p in photos})}
+    assert "| photos per budget it ended at | " + ", ".join(f"{b:g}/255: {n}" for b, n in counts.items()) in table

@@ -70,7 +70,7 @@ def trace_attack(
         if len(iterates) - 1 in grid:
             full[len(iterates) - 1] = img
 
-    protection = build(method, eps=eps, steps=steps, extra_steps=0)
+    protection = build(method, eps=eps, max_eps=eps, steps=steps, extra_steps=0)  # one budget: no ladder
     result = protection(pixels, on_step=keep)
     iterates[-1] = thumbnail(result.pixels)
     full[len(iterates) - 1] = result.pixels
@@ -106,7 +106,7 @@ def budget_sweep(
     rows = []
     for eps in budgets:
         t = time.perf_counter()
-        result = build(method, eps=eps, steps=steps)(pixels)
+        result = build(method, eps=eps, max_eps=eps, steps=steps)(pixels)  # each budget alone
         rows.append(
             {
                 "eps": eps,

@@ -197,7 +197,7 @@ def format_transfer_table(results: dict) -> str:
             f"| {key} | {role} | {d['recall_before']:.1%} | {d['recall_after']:.1%} | {c['recall_after']:.1%} "
             f"| {d['portraits_found']} | {d['portraits_kept']:.1%} | {c['portraits_kept']:.1%} |"
         )
-    lines.append("")
+    lines += ["", *transfer_goals(results), ""]
     for name, r in results["methods"].items():
         ok = [p["success"] for p in r["photos"] if p["success"] is not None]
         lines.append(
@@ -250,3 +250,42 @@ def format_sweep_table(sweep: dict) -> str:
                 f"/ {res.get('seconds_worst', res['seconds_per_photo']):.1f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def transfer_goals(results: dict) -> list[str]:
+    """The hiding goals beside the control: portraits hidden from every detector the method
+    attacks, recall those detectors keep on the annotated photos, PSNR, seconds, and the budget
+    ladder's use (how many photos ended at which budget). Records made before these were kept
+    per photo show what they have."""
+    (method, res), (control, ctl) = list(results["methods"].items())
+    attacked = [k for k, d in res["detectors"].items() if d["white_box"]]
+    if not attacked:
+        return []
+    names = ", ".join(attacked)
+
+    def hidden(r):
+        portraits = [p for p in r["photos"] if p["portrait"] and "hidden_from_attacked" in p]
+        n, total = sum(p["hidden_from_attacked"] for p in portraits), len(portraits)
+        if not portraits and len(attacked) == 1:  # an older record: the one detector's own count
+            d = r["detectors"][attacked[0]]
+            total = d["portraits_found"]
+            n = round(total * (1 - d["portraits_kept"]))
+        return f"{n}/{total} ({n / total:.0%})" if total else "-"
+
+    def recall(r):
+        return ", ".join(f"{r['detectors'][k]['recall_after']:.1%}" for k in attacked)
+
+    def ladder(r):
+        budgets = [p["budget"] for p in r["photos"] if p.get("budget") is not None]
+        counts = {b: budgets.count(b) for b in sorted(set(budgets))}
+        return ", ".join(f"{b:g}/255: {n}" for b, n in counts.items()) or "-"
+
+    rows = [
+        (f"portraits hidden from every attacked detector ({names})", hidden),
+        (f"recall on the annotated photos after ({names})", recall),
+        ("PSNR median (lowest), dB", lambda r: f"{r['psnr_median']:.1f} ({r['psnr_min']:.1f})"),
+        ("seconds a photo, median / worst", lambda r: f"{r['seconds_median']:.1f} / {r['seconds_max']:.1f}"),
+        ("photos per budget it ended at", ladder),
+    ]
+    lines = [f"| goal | {method} | {control} |", "|---|---:|---:|"]
+    return lines + [f"| {what} | {show(res)} | {show(ctl)} |" for what, show in rows]

@@ -28,7 +28,10 @@ def run_transfer_bench(
     """Detector transfer: `method` and the same-budget `control` on the annotated detection
     photos (recall at IoU 0.5 against boxes.json) and on the portraits (share of portraits on
     which each detector still finds the face it found on the clean photo), judged by every
-    detector of the zoo that loads here, each marked white-box (attacked) or black-box."""
+    detector of the zoo that loads here, each marked white-box (attacked) or black-box. The
+    control runs on each photo at the budget the method ended at there (a budget ladder may
+    climb above eps). Per photo it keeps the budget, and for portraits whether every detector
+    the method attacks lost the face."""
     from faceshield.metrics import box_iou
 
     options = {"eps": 8, **(options or {})}
@@ -43,27 +46,37 @@ def run_transfer_bench(
         "portraits": len(portraits),
         "methods": {},
     }
+    took: dict[str, float] = {}  # photo -> the method's budget there (the control's too)
+    attacked_by_method = None
     for name in (method, control):
         protection, attacked = build_method(name, options)
+        attacked_by_method = attacked if attacked_by_method is None else attacked_by_method
+        at_budget = {float(options["eps"]): protection}
         det = {k: {"hit_before": 0, "hit_after": 0, "faces": 0, "portraits": 0, "kept": 0} for k in judges}
         rows = []
         for path, truth in tqdm(
             [(p, t) for p, t in annotated] + [(p, None) for p in portraits], desc=f"transfer {name}", unit="photo"
         ):
             pixels = load_image(path).pixels
+            photo = str(path.relative_to(dataset))
+            eps = took.get(photo, float(options["eps"]))
+            if eps not in at_budget:
+                at_budget[eps] = build_method(name, {**options, "eps": eps})[0]
             t = time.perf_counter()
-            result = protection(pixels)
+            result = at_budget[eps](pixels)
             seconds = time.perf_counter() - t
             q = image_quality(pixels, result.pixels)
-            rows.append(
-                {
-                    "photo": str(path.relative_to(dataset)),
-                    "seconds": seconds,
-                    "psnr": q["psnr"],
-                    "success": result.success,
-                    "portrait": truth is None,
-                }
-            )
+            if result.budget is not None and name == method:
+                took[photo] = result.budget.eps
+            row = {
+                "photo": photo,
+                "seconds": seconds,
+                "psnr": q["psnr"],
+                "success": result.success,
+                "portrait": truth is None,
+                "budget": result.budget.eps if result.budget is not None else None,
+            }
+            rows.append(row)
             for key, judge in judges.items():
                 before, after = judge.detect(pixels), judge.detect(result.pixels)
                 d = det[key]
@@ -72,8 +85,11 @@ def run_transfer_bench(
                     d["hit_before"] += match_detections(before.boxes, before.scores, truth)[2]
                     d["hit_after"] += match_detections(after.boxes, after.scores, truth)[2]
                 elif len(before):
+                    kept = bool(len(after) and (box_iou(before.boxes, after.boxes) >= 0.3).any())
                     d["portraits"] += 1
-                    d["kept"] += bool(len(after) and (box_iou(before.boxes, after.boxes) >= 0.3).any())
+                    d["kept"] += kept
+                    if key in attacked_by_method:  # hidden from every attacked detector: none keeps it
+                        row["hidden_from_attacked"] = row.get("hidden_from_attacked", True) and not kept
         seconds = [r["seconds"] for r in rows]
         psnr = [r["psnr"] for r in rows]
         results["methods"][label(name, options)] = {

@@ -7,6 +7,11 @@ Objective: each white-box detector's face_loss (zero once it finds none of the c
 plus an optional L2 distortion penalty. Steps are whole grey levels, so the float result is
 already the 8-bit PNG the user downloads; success is checked on that 8-bit image with the
 real detector and the attack stops a few steps after it holds.
+
+Budget ladder: when the steps at `eps` end with an attacked detector still finding a face,
+the attack goes on at the next rung (`rungs` budgets spaced geometrically up to `max_eps`),
+each warm-started from the perturbation so far, and keeps the first budget that hides every
+face; the result's budget and the summary line say which budget it took.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from faceshield import settings
+from faceshield.metrics import image_quality
 from faceshield.models import Detections
 from faceshield.protections.base import (
     ATTACK,
@@ -78,6 +84,23 @@ class DetectorPGD(Protection):
             "(protections/generator.py), so a few steps finish what it started",
             choices=("zero", "generator"),
         ),
+        Param(
+            "max_eps",
+            16.0,
+            "budget ladder: while an attacked detector still finds a face after the steps at eps, go on at "
+            "larger budgets up to this one (grey levels; at or below eps: no ladder)",
+            low=0,
+            high=255,
+            page_high=EPS.page_high,
+            tag="ladder to {value}",
+        ),
+        Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
+        Param(
+            "rung_steps",
+            40,
+            "budget ladder: most iterations at each larger budget (each starts from the perturbation so far)",
+            low=1,
+        ),
     )
 
     def __call__(self, pixels: np.ndarray, faces: Detections | None = None, on_step=None) -> ProtectionResult:
@@ -129,23 +152,33 @@ class DetectorPGD(Protection):
 
         # a zero loss ends it too: the surrogate sees no face, so no gradient is left
         hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
-        run = iterate(
-            self.key,
-            delta,
-            x0,
-            m,
-            objective,
-            hidden,
-            stop,
-            self.steps,
-            self.eps,
-            self.step_size,
-            self.momentum,
-            on_step=on_step,
-            notices=notices,
-        )
-        history, steps_done = run.history, run.steps
-        success = stop.success or (not stop.reached and hidden())
+        history, ladder = [], []
+        for eps, steps in self.budgets(len(all_faces) > 0):
+            if ladder:  # a larger rung, from the perturbation so far (just judged: a face is found)
+                stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
+            late: list[str] = []
+            run = iterate(
+                self.key,
+                delta,
+                x0,
+                m,
+                objective,
+                hidden,
+                stop,
+                steps,
+                eps,
+                self.step_size,
+                self.momentum,
+                on_step=on_step,
+                notices=late,
+            )
+            history += run.history
+            success = stop.success or hidden()  # judged again when the steps ran out
+            ladder.append({"eps": eps, "steps": run.steps, "hidden": bool(success)})
+            notices += late
+            if success or late:  # hidden, or the request's time is up
+                break
+        steps_done = sum(r["steps"] for r in ladder)
         scale = self._shrink(detectors, x0, delta, m, mask) if success and self.shrink else 1.0
         out = to_uint8(x0 + torch.round(delta.detach() * scale) * m)
         info = {
@@ -153,10 +186,14 @@ class DetectorPGD(Protection):
             "attacked": [d.name for d in detectors],
             "unavailable_attacked": missing,
             "perturbation_scale": scale,
+            "ladder": ladder,
+            "eps_used": eps,
+            "psnr": image_quality(pixels, out)["psnr"],
         }
         if not success:
+            tried = f" at budgets up to {eps:g}/255" if len(ladder) > 1 else ""
             notices.append(
-                f"After {steps_done} steps a white-box detector still finds a face: "
+                f"After {steps_done} steps{tried} a white-box detector still finds a face: "
                 "raise the budget or the number of steps."
             )
         return ProtectionResult(
@@ -167,8 +204,40 @@ class DetectorPGD(Protection):
             notices,
             steps=steps_done,
             success=bool(success),
-            budget=Budget.measure("linf", self.eps, pixels, out),
+            budget=Budget.measure("linf", eps, pixels, out),
         )
+
+    def budgets(self, faces: bool = True) -> list[tuple[float, int]]:
+        """The ladder: (budget, most steps) to try in turn. eps with `steps` first, then up to
+        `rungs` whole-grey-level budgets spaced geometrically from eps to max_eps, each with
+        `rung_steps` (none without a face: with the whole photo perturbed there is no face to
+        hide). DetectorPGD(eps=8).budgets() -> [(8, 80), (10, 40), (13, 40), (16, 40)]."""
+        ladder = [(self.eps, self.steps)]
+        if not faces or self.rungs == 0 or self.max_eps <= self.eps:
+            return ladder
+        ratio = self.max_eps / self.eps
+        for k in range(1, self.rungs + 1):
+            eps = float(round(self.eps * ratio ** (k / self.rungs))) if k < self.rungs else float(self.max_eps)
+            if eps > ladder[-1][0]:
+                ladder.append((eps, self.rung_steps))
+        return ladder
+
+    def describe(self, result: ProtectionResult) -> str:
+        """The summary line, and which budget the ladder took when it climbed (and its PSNR)."""
+        text = super().describe(result)
+        ladder = result.info.get("ladder", [])
+        if len(ladder) > 1:
+            climb = " -> ".join(f"{r['eps']:g}" for r in ladder)
+            outcome = (
+                f"hidden at **{ladder[-1]['eps']:g}/255**"
+                if ladder[-1]["hidden"]
+                else f"a face is still found at the largest, {ladder[-1]['eps']:g}/255"
+            )
+            text += (
+                f"\nBudget ladder: {ladder[0]['eps']:g}/255 left a face found, so it climbed {climb}/255: "
+                f"{outcome} (PSNR {result.info['psnr']:.1f} dB)."
+            )
+        return text
 
     def _shrink(self, detectors, x0, delta, m, mask, checks: int = 3) -> float:
         """The smallest scaling of the perturbation (bisection in [0.3, 1], `checks` checks on
