@@ -35,7 +35,8 @@ TRAINERS = {  # each as small as it goes; ddm trains on the identity photos here
     "generator": ["--face-sizes", "24", "48", "--batch", "1", "--width", "4", "--blocks", "1"]
     + ["--val-people", "zidane"],
     "apf": ["--batch", "1", "--width", "4", "--blocks", "1", "--ensemble", "facenet", "--probe", "sface"]
-    + ["--probe-steps", "1", "--views", "2", "--val-faces", "1", "--val-every", "1", "--judges", "--skip-folders"],
+    + ["--probe-steps", "1", "--start-views", "1", "--val-every", "1", "--judges", "--skip-folders", "--packages"]
+    + ["--val-photos", "detection/group.jpg"],
     "ddm": ["--batch", "2", "--width", "4", "--blocks", "1", "--skip-folders"],
 }
 
