@@ -287,9 +287,6 @@ def main(args) -> None:
     train_photos, val_photos = photo_sets(args)
     faces = photo_faces(train_photos, args.min_face)
     print(f"{len(faces)} training faces in {len(train_photos)} photos")
-    views = Views(args, keys)
-    val = _cached(args.run / "val.pt", lambda: views.validation(photo_faces(val_photos, args.min_face)))
-    print(f"{len(val)} validation views from {', '.join(val_photos)}")
     transfer = PerturbationGenerator(args.width, args.blocks)
     uap_logits = torch.nn.Parameter(torch.zeros(3, CROP, CROP))
     if args.init and not args.resume:
@@ -304,6 +301,9 @@ def main(args) -> None:
     if args.export_only:
         export(args, transfer, uap_logits, len(faces), run.step)
         return
+    views = Views(args, keys)
+    val = _cached(args.run / "val.pt", lambda: views.validation(photo_faces(val_photos, args.min_face)))
+    print(f"{len(val)} validation views from {', '.join(val_photos)}")
     rng = np.random.default_rng([args.seed, run.step])  # a resumed run makes new views
     pool = [views.random(faces, rng) for _ in tqdm(range(args.start_views), desc="first views")]
     recs = views.recs
