@@ -1,6 +1,7 @@
 """Our own trained networks, loaded from the committed weights/ through the weight
 resolver: the generator (one pass) and APF (three parts); DDM's are in test_ddm.py."""
 
+import numpy as np
 import pytest
 
 from faceshield import models
@@ -53,3 +54,20 @@ def test_apf_full_filter_moves_the_identity(photos):
         clean, protected = rec.embed(pixels, box), rec.embed(result.pixels, box)
         moved = rec.score(clean, protected)
         assert (moved > 0.1) if rec.metric == "euclidean" else (moved < 0.99), key
+
+
+@pytest.mark.parametrize("side", [160, 1024])
+def test_apf_hides_a_small_and_a_large_face(photos, side):
+    """The same face at a web thumbnail's size (about 55 px across, worked on at the photo's
+    own resolution) and at a large portrait's (about 350 px, the perturbation up-sampled):
+    both times the attacked recognisers no longer match it to the clean photo, in seconds."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.fromarray(photos["astronaut"]).resize((side, side), Image.Resampling.LANCZOS))
+    result = build("apf")(pixels)
+    assert result.seconds < 15  # busy-machine bound; the bench reports the real figure
+    assert image_quality(pixels, result.pixels)["linf"] <= 8
+    (box,) = result.faces.boxes[:1]
+    for key in ("facenet", "sface-onnx"):
+        rec = models.load(key)
+        assert not rec.is_match(rec.score(rec.embed(pixels, box), rec.embed(result.pixels, box))), key

@@ -39,13 +39,18 @@ _SOURCES = {
 }
 
 
+def shipped_file(package: str, inside: str) -> Path | None:
+    """A file that an installed package ships (e.g. "skimage", "data/camera.png"), else None."""
+    root = _package_dir(package)
+    return root / inside if root and (root / inside).is_file() else None
+
+
 def examples() -> list[Example]:
     """The labelled example photos that are installed, in page order (portrait, two people, group)."""
     found = []
     for name, (package, inside, label) in _SOURCES.items():
-        root = _package_dir(package)
-        if root and (root / inside).is_file():
-            found.append(Example(name, label, root / inside))
+        if path := shipped_file(package, inside):
+            found.append(Example(name, label, path))
     return found
 
 

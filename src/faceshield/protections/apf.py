@@ -1,8 +1,12 @@
 """APF, the adversarial privacy-preserving filter (Zhang et al., ACM MM 2020; demo MM 2021):
 identity protection split between a weak user device ("end") and a server ("cloud").
 
-Each face is aligned into a 192 px crop (ArcFace 5-point template, zoomed out to keep
-context). Three parts, each switchable, added together and clipped to the budget:
+Each face is aligned into a working crop (ArcFace 5-point template, zoomed out to keep
+context): 192 px when the face in the photo is at least that resolution (the face then spans
+about 75 px, near the recognisers' own input scale, and the perturbation is up-sampled to the
+face's real size), else at the photo's own resolution (a small face is not up-sampled, so no
+perturbed pixel is lost when the crop goes back onto the photo). Three parts, each switchable,
+added together and clipped to the budget:
 1. Image-specific gradient (end): a few sign-gradient steps of small probe recognisers
    (by default FaceNet and SFace; the weights say which) on the crop, from a random start.
    The device keeps its own perturbation; what leaves the device is the summed gradient,
@@ -12,6 +16,8 @@ context). Three parts, each switchable, added together and clipped to the budget
    against the ensemble its weights name, on faces of people the benchmarks never judge).
 3. Universal adversarial perturbation (end or server): one image-independent 192 px pattern
    for aligned faces, trained together with the transfer network.
+The transfer network and the universal pattern work at 192 px; on a smaller working crop the
+gradient is up-sampled for the network and their output down-sampled (antialiased) to it.
 The crop-space perturbation is warped back onto the face in the photo (bilinear, so the
 budget holds) and rounded to whole grey levels.
 Trained by `python -m faceshield.train apf`; weights in weights/apf.safetensors (model card:
@@ -21,11 +27,13 @@ weights/README.md).
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from faceshield import models, settings, weights
 from faceshield.models import Detections
@@ -46,7 +54,8 @@ from faceshield.protections.generator import PerturbationGenerator
 from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "apf.safetensors"
-CROP, ZOOM = 192, 0.55  # the aligned working crop: 192 px, face at 0.55 x the ArcFace scale
+CROP, ZOOM = 192, 0.55  # the aligned crop: 192 px, face at 0.55 x the ArcFace scale
+MIN_CROP = 48  # smallest working crop (a face of about 20 px)
 PROBES = ("facenet", "sface")  # the device's probes when the weights do not name them
 PARTS = ("gradient", "transfer", "uap")
 
@@ -56,17 +65,44 @@ def crop_transform(points: np.ndarray) -> np.ndarray:
     return np.linalg.inv(similarity(points, template(CROP, ZOOM)))
 
 
-def crop_points() -> np.ndarray:
-    """Where the 5 points sit in every aligned crop (what the probe aligns to)."""
-    return template(CROP, ZOOM)
+def working_transform(points: np.ndarray) -> tuple[np.ndarray, int]:
+    """(working-crop pixel -> photo pixel (3x3), side s) for a face's 5 ArcFace points: the
+    192 px crop, or a smaller one at the photo's own resolution when the face is smaller."""
+    a = crop_transform(points)
+    photo_px = math.sqrt(abs(np.linalg.det(a[:2, :2])))  # photo pixels per crop pixel
+    side = CROP if photo_px >= 1 else max(MIN_CROP, round(CROP * photo_px))
+    return a @ np.diag([CROP / side, CROP / side, 1.0]), side
+
+
+def crop_points(side: int = CROP) -> np.ndarray:
+    """Where the 5 points sit in every aligned crop of that side (what the probe aligns to)."""
+    return template(side, ZOOM)
+
+
+def resample(t: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, side, side), antialiased when it shrinks."""
+    if t.shape[-1] == side and t.shape[-2] == side:
+        return t
+    return F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+def transfer_part(net: torch.nn.Module, grad: torch.Tensor, eps: float) -> torch.Tensor:
+    """The server: the transfer network's perturbation (grey levels) for a device gradient of
+    any working side (the network runs at CROP)."""
+    return resample(net(normalise_gradient(resample(grad, CROP))) * eps, grad.shape[-1])
+
+
+def uap_part(uap: torch.Tensor, eps: float, side: int) -> torch.Tensor:
+    """The universal perturbation (3, CROP, CROP) in [-1, 1] as grey levels on a working crop."""
+    return resample(uap[None], side) * eps
 
 
 def probe_gradient(probes, crop01: torch.Tensor, eps: float, steps: int, generator: torch.Generator):
     """The end side: `steps` sign-gradient steps of the probes' dodging objective on a
-    (1, 3, CROP, CROP) crop in [0, 1] from a random start. Each probe's match score counts
+    (1, 3, s, s) working crop in [0, 1] from a random start. Each probe's match score counts
     in units of its own threshold, so no probe dominates. Returns (the probes' own
     perturbation in grey levels, the summed gradient that is sent to the server)."""
-    points = crop_points()
+    points = crop_points(crop01.shape[-1])
     with torch.no_grad():
         e0 = [probe.embed_tensor(crop01, points) for probe in probes]
     delta = (torch.rand(crop01.shape, generator=generator) - 0.5) * eps  # grey levels
@@ -146,7 +182,10 @@ class APF(Protection):
             tag="{value}",
         ),
         Param(
-            "probe_steps", 10, "sign-gradient steps of the probes on the device (the weights were trained on 3)", low=0
+            "probe_steps",
+            5,
+            "sign-gradient steps of the probes on the device (the weights say how many they read)",
+            low=0,
         ),
         WEIGHTS,
         SEED,
@@ -188,9 +227,11 @@ class APF(Protection):
         subsets = [tuple(self.parts)] + ([(p,) for p in self.parts] if len(self.parts) > 1 else [])
         totals = {subset: torch.zeros_like(x0) for subset in subsets}
         t_end = t_server = 0.0
+        sides = []
         for box in faces.boxes:
-            a = crop_transform(points(pixels, box))
-            crop = warp(x0, a, CROP) / 255.0
+            a, side = working_transform(points(pixels, box))
+            sides.append(side)
+            crop = warp(x0, a, side) / 255.0
             part = {}
             if "gradient" in self.parts or "transfer" in self.parts:
                 t = time.perf_counter()
@@ -200,10 +241,10 @@ class APF(Protection):
                 if "transfer" in self.parts:  # the server sees only `grad`
                     t = time.perf_counter()
                     with torch.no_grad():
-                        part["transfer"] = trained.transfer(normalise_gradient(grad)) * self.eps
+                        part["transfer"] = transfer_part(trained.transfer, grad, self.eps)
                     t_server += time.perf_counter() - t
             if "uap" in self.parts:
-                part["uap"] = trained.uap[None] * self.eps
+                part["uap"] = uap_part(trained.uap, self.eps, side)
             footprint = unwarp(torch.ones_like(crop[:, :1]), a, pixels.shape[:2])
             for subset, total in totals.items():
                 # first weights (APF v1): the transfer network replaced the device's own part
@@ -225,7 +266,7 @@ class APF(Protection):
             "attacked": list(self.attack),
             "seconds_end": round(t_end, 3),
             "seconds_server": round(t_server, 3),
-            "server_receives": f"a {CROP}x{CROP}x3 gradient per face (never the photo)",
+            "server_receives": "a gradient per face, " + ", ".join(f"{s}x{s}x3" for s in sides) + " (never the photo)",
         }
         return ProtectionResult(
             out,

@@ -24,13 +24,14 @@ def held_out(root: Path) -> set[str]:
     return set(json.loads(boxes.read_text())) if boxes.is_file() else set()
 
 
-def training_photos(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
-    """Every photo under `root` except the held-out evaluation photos and those under
-    `skip_folders` (relative to root), sorted."""
+def training_photos(root: Path, skip_folders: tuple[str, ...] = (), keep_annotated: bool = False) -> list[Path]:
+    """Every photo under `root` except the held-out evaluation photos (unless `keep_annotated`:
+    a trainer whose protection the detection bench does not judge may use them) and those
+    under `skip_folders` (relative to root), sorted."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no training data at {root}")
-    skip = held_out(root)
+    skip = set() if keep_annotated else held_out(root)
     skipped = [root / f for f in skip_folders]
     photos = sorted(
         p for p in root.rglob("*.jpg") if p.name not in skip and not any(p.is_relative_to(f) for f in skipped)
