@@ -92,7 +92,7 @@ class TIPIM(Protection):
             help="budget in grey levels: the L-inf bound, or with norm l2 the RMS change over the face "
             "regions (L2 norm = eps x sqrt(values in the face regions))"
         ),
-        STEPS.but(default=24),
+        STEPS.but(default=36),
         Param("step_size", 2.0, "grey levels per step; under L2, 1/8 of the radius per unit", low=0),
         Param("momentum", 1.0, "MI-FGSM decay", low=0),
         ATTACK.but(default=attacks, help="differentiable recognisers to attack"),
@@ -232,7 +232,7 @@ class TIPIM(Protection):
         ),
         Param(
             "surrogates_per_step",
-            0,
+            2,
             "attack a random subset of this many recognisers per step (0: all; fewer: cheaper steps)",
             low=0,
             tag="{value} per step",
