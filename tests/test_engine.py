@@ -71,7 +71,11 @@ def ray_session():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    except Exception:
+        ray.shutdown()  # what did start (a failed start under heavy load) must not outlive the tests
+        raise
     yield ray
     ray.shutdown()
 
