@@ -183,8 +183,8 @@ class APF(Protection):
         ),
         Param(
             "probe_steps",
-            5,
-            "sign-gradient steps of the probes on the device (the weights say how many they read)",
+            10,
+            "sign-gradient steps of the probes on the device (v2 weights were trained on 3, the new trainer uses 5)",
             low=0,
         ),
         WEIGHTS,
