@@ -17,7 +17,7 @@ import numpy as np
 from faceshield import models
 from faceshield.images import load_image
 from faceshield.protections import METHODS
-from faceshield.protections.base import check_stop
+from faceshield.protections.cancel import check_stop
 from faceshield.service import ProtectionUnavailable, Tally, Verdict, face_view, protect_and_judge
 from faceshield.settings import InputError
 from faceshield.visualize import face_region
