@@ -15,7 +15,7 @@ import pytest
 from conftest import protect_args
 from PIL import Image
 
-from faceshield import settings
+from faceshield import page, settings
 from faceshield.protections import cancel
 
 LONG = {"eps": 1, "steps": 300}  # a budget too small to hide the face soon: the loop runs on
@@ -52,9 +52,9 @@ def _attacks_running() -> int:
 
 
 def _idle() -> bool:
-    import app
+    from faceshield import serving
 
-    return app.heavy_running == 0 and _attacks_running() == 0
+    return serving.running == 0 and _attacks_running() == 0
 
 
 def test_cancel_stops_the_attack_loop_within_a_few_steps(client, face):
@@ -192,7 +192,7 @@ def test_a_client_that_disconnects_stops_its_attack(client, face):
     httpx.post(
         f"{url}gradio_api/queue/join",
         json={
-            "data": [args[name] for name in app.protect_inputs()],
+            "data": [args[a.name] for a in page.protect_api()],
             "fn_index": fn_index,
             "session_hash": session,
             "event_data": None,

@@ -142,8 +142,6 @@ class APF(Protection):
             "which of its three parts to use: gradient, transfer, uap",
             kind=SUBSET,
             choices=PARTS,
-            flag="--parts",
-            tag="{value}",
         ),
         Param(
             "probe_steps", 10, "sign-gradient steps of the probes on the device (the weights were trained on 3)", low=0

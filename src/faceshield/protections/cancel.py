@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Bounded compute: a request runs its attacks inside `stop_when(event, seconds)`; every
@@ -30,7 +31,7 @@ steps_checked = 0  # attack steps seen by check_stop() in this process (tests re
 
 
 @contextlib.contextmanager
-def stop_when(event: threading.Event | None = None, seconds: float | None = None):
+def stop_when(event: threading.Event | None = None, seconds: float | None = None) -> Iterator[None]:
     """Inside this block check_stop() raises Cancelled once `event` is set and reports the
     deadline `seconds` from now (None: no deadline). Nested inside another, it keeps the outer
     event when given none."""
@@ -53,20 +54,21 @@ def check_cancelled() -> None:
         raise Cancelled
 
 
+def time_up() -> str | None:
+    """Raises Cancelled if the request was cancelled; says so when its time is up (None otherwise):
+    for a loop over things that are not attack steps (compare's protections)."""
+    check_cancelled()
+    stop = _stop.get()
+    if stop is not None and stop.deadline is not None and time.monotonic() > stop.deadline:
+        return f"the time limit of {stop.seconds:g} s per request was reached"
+    return None
+
+
 def check_stop(step: int) -> str | None:
-    """Called once per attack step: raises Cancelled if the request was cancelled; returns a
-    notice for the user when the request's time is up (the loop then stops and keeps its best
-    result so far); None otherwise."""
+    """Called once per attack step (counted in steps_checked): raises Cancelled if the request
+    was cancelled; returns a notice for the user when the request's time is up (the loop then
+    stops and keeps its best result so far); None otherwise."""
     global steps_checked
     steps_checked += 1
-    stop = _stop.get()
-    if stop is None:
-        return None
-    if stop.event is not None and stop.event.is_set():
-        raise Cancelled
-    if stop.deadline is not None and time.monotonic() > stop.deadline:
-        return (
-            f"Stopped after {step} steps: the time limit of {stop.seconds:g} s per request was reached, "
-            "so this is the best result so far."
-        )
-    return None
+    late = time_up()
+    return None if late is None else f"Stopped after {step} steps: {late}, so this is the best result so far."

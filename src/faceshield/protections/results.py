@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,9 @@ class Budget:
         return f"{what} {self.eps:g}/255 (used {self.used:.3g})"
 
     @classmethod
-    def measure(cls, norm: str, eps: float, before: np.ndarray, after: np.ndarray, mask=None) -> Budget:
+    def measure(
+        cls, norm: str, eps: float, before: np.ndarray, after: np.ndarray, mask: np.ndarray | None = None
+    ) -> Budget:
         """The budget `eps` under `norm`, with the change from `before` to `after` ((H, W, 3)
         uint8) measured the same way; `mask` ((H, W), 1 on the face regions) for "l2"."""
         diff = after.astype(np.float64) - before.astype(np.float64)
@@ -41,13 +44,13 @@ class Budget:
 
 @dataclass
 class ProtectionResult:
-    """What a protection returns. `pixels`, `faces`, `seconds`, `info` and `notices` may be
-    given by position (as before); the typed fields below are keywords."""
+    """What a protection returns: `pixels`, `faces`, `seconds`, `info` and `notices` by position
+    or keyword, the typed fields below by keyword."""
 
     pixels: np.ndarray  # (H, W, 3) uint8, the protected photo
     faces: Detections  # the faces (on the clean photo) that the protection worked on
     seconds: float
-    info: dict = field(default_factory=dict)  # method diagnostics: losses, parts, timings...
+    info: dict[str, Any] = field(default_factory=dict)  # method diagnostics: losses, parts, timings...
     notices: list[str] = field(default_factory=list)  # things the user should know
     faces_protected: int | None = None  # default: len(faces)
     steps: int | None = None  # iterations run (None: not an iterative method)
@@ -56,16 +59,12 @@ class ProtectionResult:
     # a method made of parts (APF): the photo each part alone gives, computed in the same pass
     parts: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.faces_protected is None:
             self.faces_protected = len(self.faces)
-        # older readers look these up in info
-        for key in ("steps", "success"):
-            if getattr(self, key) is not None:
-                self.info.setdefault(key, getattr(self, key))
 
 
-def no_identity_to_hide(pixels: np.ndarray, faces: Detections, start: float, **typed) -> ProtectionResult:
+def no_identity_to_hide(pixels: np.ndarray, faces: Detections, start: float, **typed: Any) -> ProtectionResult:
     """The result of an identity protection on a photo without a face: unchanged, and said so."""
     return ProtectionResult(
         pixels.copy(),

@@ -29,7 +29,7 @@ import numpy as np
 
 from faceshield.models import Detections
 from faceshield.protections.results import ProtectionResult
-from faceshield.settings import MAX_STEPS, Knob
+from faceshield.settings import Knob
 
 # What a Param's kind may be: a Python type of a single value, or one of these for a list.
 NAMES = "names"  # a tuple of free strings (model registry keys)
@@ -40,23 +40,14 @@ PATH = "path"  # a file path (str)
 
 @dataclass(frozen=True)
 class Param:
-    """One option of a protection, declared once.
+    """One option of a protection, declared once: its domain only.
 
     name: the keyword (and, with dashes, its `--set` name); default: its value when not given
     (None only for optional inputs: photos, a path). kind: float, int, bool, str, or NAMES,
     SUBSET, PHOTOS, PATH (default: the default's type). low/high: the values it accepts
-    anywhere; choices: the values a str (or SUBSET) may take. help: one line for --help and
-    the docstring.
-
-    The CLI: `flag` gives it a flag of its own ("--eps"; shared by every protection that
-    declares the name); without one it is reached with --set name=value.
-    The web page: `group` "" keeps it off the page; "main" shows it above the advanced options,
-    "advanced" inside them, any other text under that heading inside them. `label` is the
-    control's text, `what` its name in error messages (default: label), `choice_labels` the
-    choices' texts, `page_low`/`page_high` the range the page offers and the server accepts
-    (default: low/high; a web request's compute is bounded there). `step` is the slider's.
-    The bench: `tag` is how a non-default value reads in a row label, formatted with {value}
-    and the other options by name ("margin {value}"); "" leaves it out.
+    anywhere (the CLI, the page, the bench); choices: the values a str (or SUBSET) may take.
+    help: one line for --help and the docstring. How an adapter shows it (a flag, a control, a
+    row tag) is in that adapter's table (cli.FLAGS, page.CONTROLS, bench.method.TAGS).
     """
 
     name: str
@@ -66,16 +57,6 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
-    flag: str = ""
-    metavar: str = ""
-    group: str = ""
-    label: str = ""
-    what: str = ""
-    choice_labels: tuple = ()
-    page_low: float | None = None
-    page_high: float | None = None
-    step: float | None = None
-    tag: str | None = None
 
     def __post_init__(self):
         if self.kind is None:
@@ -90,33 +71,37 @@ class Param:
     def numeric(self) -> bool:
         return self.kind in (int, float)
 
-    @property
-    def message_name(self) -> str:
-        return self.what or self.label or self.name
-
-    def knob(self, page: bool = False) -> Knob:
-        """Its range as a settings.Knob (the page's range with page=True)."""
-        low = self.page_low if page and self.page_low is not None else self.low
-        high = self.page_high if page and self.page_high is not None else self.high
+    def knob(self, what: str = "") -> Knob:
+        """Its range as a settings.Knob, named `what` in messages (default: the option's name)."""
         return Knob(
-            self.message_name,
-            -math.inf if low is None else low,
-            math.inf if high is None else high,
+            what or self.name,
+            -math.inf if self.low is None else self.low,
+            math.inf if self.high is None else self.high,
             integer=self.kind is int,
         )
 
-    def check(self, value, page: bool = False):
+    def range_text(self) -> str:
+        """ "1 to 16", "at least 0", "" (no bounds)."""
+        if self.low is not None and self.high is not None:
+            return f"{self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"at least {self.low:g}"
+        return f"at most {self.high:g}" if self.high is not None else ""
+
+    def check(self, value, what: str = "", knob: Knob | None = None):
         """`value` as this option's kind, or ValueError (settings.InputError, whose message is
-        for the user) when it is not one it accepts; with page=True, within the page's range."""
+        for the user) when it is not one it accepts. `what` names it in the message (default:
+        its name); a number must lie in `knob` (default: its own range; an adapter may pass a
+        narrower one, e.g. the page's bound on a web request's compute)."""
         from faceshield.settings import InputError
 
-        what = self.message_name
+        what = what or self.name
         if value is None:
             if self.default is None:
                 return None
             raise InputError(f"{what} must be given.")
         if self.numeric:
-            return self.knob(page).check(value)
+            return (knob or self.knob(what)).check(value)
         if self.kind is bool:
             if not isinstance(value, bool | np.bool_):
                 raise InputError(f"'{what}' must be true or false.")
@@ -217,6 +202,10 @@ class Protection:
     def load_weights(self) -> None:
         """Load trained weights now, so a missing file fails before the work (default: none)."""
 
+    def setting(self) -> str:
+        """What the summary says it ran at when there is no budget ("strength 8"; default: nothing)."""
+        return ""
+
     def describe(self, result: ProtectionResult) -> str:
         """The summary line (markdown) of `result`, e.g. "**1 face(s) protected** with
         `detector-pgd` at L-inf 8/255 (used 6) in **4.2 s** (31 steps against MTCNN: goal
@@ -226,8 +215,8 @@ class Protection:
         text = f"**{who} protected** with `{self.key}`"
         if result.budget is not None:
             text += f" at {result.budget}"
-        elif self.param("strength") is not None and self.param("strength").group:
-            text += f" at strength {self.strength:g}"
+        elif self.setting():
+            text += f" at {self.setting()}"
         text += f" in **{result.seconds:.1f} s**"
         if result.steps is not None:
             goal = {True: "goal reached", False: "goal NOT reached", None: "no goal"}[result.success]
@@ -257,60 +246,37 @@ def register(cls: type[Protection]) -> type[Protection]:
 
 
 # Options several protections declare (each may change its default or help with .but()).
-# The page's budget and iterations are bounded (settings.MAX_STEPS): a web request's compute.
 EPS = Param(
     "eps",
     8.0,
     "budget in grey levels out of 255: L-inf, or with norm l2 the RMS change over the face regions",
-    low=0,
-    high=255,
-    flag="--eps",
-    group="main",
-    label="Strength: max change per pixel, in grey levels of 255 (RMS change over the faces with the L2 budget)",
-    what="The budget (grey levels of 255)",
-    page_low=1,
-    page_high=16,
-    tag="",
-)
-STEPS = Param(
-    "steps",
-    80,
-    "maximum iterations",
     low=1,
-    flag="--steps",
-    group="advanced",
-    label="Maximum iterations",
-    page_low=10,
-    page_high=MAX_STEPS,
-    tag="{value} steps",
+    high=16,
 )
-WHOLE_IMAGE = Param(
-    "whole_image",
-    False,
-    "with no face found, still protect the whole photo",
-    flag="--whole-image",
-    group="advanced",
-    label="Protect the whole image when no face is found",
-    what="Protect the whole image",
-    tag="",
-)
-ATTACK = Param(
-    "attack",
-    (),
-    "white-box models to attack (registry keys, e.g. facenet sface)",
-    kind=NAMES,
-    flag="--attack",
-    metavar="MODEL",
-    tag="attacks {value}",
-)
+STEPS = Param("steps", 80, "maximum iterations", low=1)
+WHOLE_IMAGE = Param("whole_image", False, "with no face found, still protect the whole photo")
+ATTACK = Param("attack", (), "white-box models to attack (registry keys, e.g. facenet sface)", kind=NAMES)
 WEIGHTS = Param(
     "weights_path",
     None,
     "a .safetensors file to use instead of the shipped one (e.g. a training run's export)",
     kind=PATH,
-    flag="--weights",
-    metavar="FILE",
-    tag="weights {value}",
 )
 FACE_MARGIN = Param("face_margin", 0.25, "how far around each face box (x its size) the change may reach", low=0)
 SEED = Param("seed", 0, "random seed", low=0)
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """ "smoothing=0.02" -> ("smoothing", 0.02): an OPTION=VALUE setting (--set, a bench spec's
+    options), the value a Python literal, else text; dashes in the name read as underscores.
+    ValueError when it is not OPTION=VALUE."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"expected OPTION=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return name.strip().replace("-", "_"), parsed

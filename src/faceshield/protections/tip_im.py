@@ -74,7 +74,6 @@ class TIPIM(Protection):
     summary = "adversarial identity mask against differentiable recognisers, dodging or targeted (Yang et al.)"
     attacks = tuple(models.names(kind="recogniser", differentiable=True))
     hides, per_face_cost, traceable = "identity", True, True
-    identity = "Identity mask (TIP-IM)"  # the page's heading for its options
     params = (
         EPS.but(
             help="budget in grey levels: the L-inf bound, or with norm l2 the RMS change over the face "
@@ -89,12 +88,6 @@ class TIPIM(Protection):
             "dodging",
             "dodging (just do not match) or targeted (match a target identity)",
             choices=("dodging", "targeted"),
-            flag="--mode",
-            group=identity,
-            label="Identity goal",
-            what="The identity goal",
-            choice_labels=("Dodging: just do not match", "Targeted: look like a target identity"),
-            tag="{value}",
         ),
         Param(
             "targets",
@@ -102,12 +95,6 @@ class TIPIM(Protection):
             "targeted: photos of target identities, one face each (the largest); default: the faces in "
             "the example photos shipped by installed packages",
             kind=PHOTOS,
-            flag="--target",
-            metavar="PHOTO",
-            group=identity,
-            label="Target identities (photos; default: built-in faces of example photos)",
-            what="target identity photos",
-            tag="",
         ),
         Param(
             "margin",
@@ -117,8 +104,6 @@ class TIPIM(Protection):
             "models' thresholds is what transfers to recognisers never attacked, at the same L-inf "
             "budget but more steps)",
             low=0,
-            flag="--margin",
-            tag="margin {value}",
         ),
         Param(
             "target_margin",
@@ -135,11 +120,6 @@ class TIPIM(Protection):
             "robust",
             False,
             "expectation over JPEG re-compression and down-scaling to 0.5x, to survive re-compression (slower)",
-            flag="--robust",
-            group=identity,
-            label="Survive JPEG re-compression and resizing (slower)",
-            what="Survive JPEG re-compression",
-            tag="robust",
         ),
         Param(
             "norm",
@@ -147,11 +127,6 @@ class TIPIM(Protection):
             "linf, or l2, the paper's other budget: an L2 ball lets the mask put more change where it "
             "matters and less elsewhere",
             choices=("linf", "l2"),
-            flag="--norm",
-            group=identity,
-            label="What the strength bounds",
-            choice_labels=("Max change per pixel (L-inf)", "Average (RMS) change over the faces (L2)"),
-            tag="L2 {eps}",
         ),
         Param("insert_every", 10, "greedy insertion of a target identity is considered every this many steps", low=1),
         FACE_MARGIN.but(default=0.1),
@@ -165,8 +140,6 @@ class TIPIM(Protection):
             "convolution output of the attacked recognisers during the attack (DFANet; 0: off)",
             low=0,
             high=0.99,
-            flag="--model-dropout",
-            tag="model dropout {value}",
         ),
         Param(
             "smoothing",
