@@ -152,6 +152,7 @@ class Argument:
     description: str
     accepts: Param
     used_by: tuple[str, ...] = ()
+    what: str = ""  # its name in messages: its controls' one name, else `name`
 
     def record(self) -> dict[str, Any]:
         """The argument as the recorded schema lists it (JSON)."""
@@ -194,7 +195,9 @@ def option_arguments() -> dict[str, Argument]:
         )
         labels = dict.fromkeys(c.label for _, _, c in uses)
         text = " / ".join(labels) + " (empty: the protection's default)"
-        out[name] = Argument(name, text, accepts, tuple(sorted(key for key, _, _ in uses)))
+        names = list(dict.fromkeys(c.name for _, _, c in uses))
+        what = names[0] if len(names) == 1 else name
+        out[name] = Argument(name, text, accepts, tuple(sorted(key for key, _, _ in uses)), what)
     return out
 
 
@@ -284,7 +287,7 @@ class ProtectRequest:
             if name in own:
                 options[name] = _option(values.get(name), *own[name])
             else:
-                _option(values.get(name), argument.accepts, Control(name))
+                _option(values.get(name), argument.accepts, Control(argument.what))
         slow = values.get("slow_judges", False)
         if not isinstance(slow, bool):
             raise InputError("'Also run slow detectors' must be true or false.")
