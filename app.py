@@ -1,27 +1,34 @@
-"""FaceShield web app: layout and callbacks only; the work happens in src/faceshield."""
+"""FaceShield web app: layout and wiring only. How the options are shown and checked, and the
+/protect API's schema: faceshield/page.py; slots, deadlines, cancellation, GPU time:
+faceshield/serving.py; the work: faceshield/service.py, compare.py, lab.py."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
 import os
-import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-try:  # ZeroGPU on Hugging Face Spaces; `spaces` must be imported before torch
-    import spaces
-except ImportError:  # anywhere else the decorator is a no-op
-    spaces = None
-
 import gradio as gr  # noqa: E402
 
-from faceshield import compare, lab, settings  # noqa: E402
+from faceshield import (  # noqa: E402
+    compare,
+    lab,
+    serving,  # noqa: E402  (first: on ZeroGPU it imports `spaces` before torch)
+    settings,
+)
 from faceshield.examples import examples  # noqa: E402
-from faceshield.protections import METHODS, declared  # noqa: E402
-from faceshield.protections.base import NAMES, PATH, PHOTOS, SUBSET, Cancelled, Param, stop_when  # noqa: E402  # noqa: E402
+from faceshield.page import (  # noqa: E402
+    LAB,
+    CompareRequest,
+    Control,
+    LabRequest,
+    ProtectRequest,
+    option_arguments,
+    shown,
+)
+from faceshield.protections import REGISTRY  # noqa: E402
+from faceshield.protections.spec import NAMES, PHOTOS, SUBSET, Param  # noqa: E402
 from faceshield.service import (  # noqa: E402
     DETECTOR_COLUMNS,
     MODEL_COLUMNS,
@@ -29,7 +36,7 @@ from faceshield.service import (  # noqa: E402
     model_rows,
     protect_photo,
 )
-from faceshield.settings import KNOBS, InputError, Knob  # noqa: E402
+from faceshield.settings import InputError, Knob  # noqa: E402
 from faceshield.weights import WeightsUnavailable  # noqa: E402
 
 DESCRIPTION = """# FaceShield
@@ -47,239 +54,29 @@ VERDICT_HELP = (
 )
 
 
-def knob_slider(key: str, step: float, value: float, label: str, **options) -> gr.Slider:
-    """A slider spanning the bounds settings.KNOBS[key] accepts (the Attack lab's)."""
-    return gr.Slider(KNOBS[key].low, KNOBS[key].high, value=value, step=step, label=label, **options)
-
-
-# The Protect page's options are the protections' declared ones (protections.base.Param with
-# a page `group`): one control per option name, shared by the protections that declare it,
-# shown when the chosen one does. The /protect API's inputs: PAGE_HEAD, those options, PAGE_TAIL.
-PAGE_HEAD = ("image_path", "method")
-PAGE_TAIL = ("slow_judges", "reference_path")
 INITIAL_METHOD = "detector-pgd"
 
 
-def page_options() -> dict[str, list[tuple[str, Param]]]:
-    """The options the Protect page shows, by name (in the order first declared), each with every
-    protection's (key, Param) that shows it."""
-    shown = {name: [(k, p) for k, p in decls if p.group and p.kind is not PATH] for name, decls in declared().items()}
-    return {name: decls for name, decls in shown.items() if decls}
-
-
-def protect_inputs() -> list[str]:
-    """The /protect endpoint's inputs, in order (their API names)."""
-    return [*PAGE_HEAD, *page_options(), *PAGE_TAIL]
-
-
-def _varies(decls: list[tuple[str, Param]]) -> bool:
-    """Does the option mean something else for different protections (an obfuscation's strength)?"""
-    return len({(p.label, p.page_low, p.page_high, p.low, p.high) for _, p in decls}) > 1
-
-
-def _control_label(param: Param, decls) -> str:
-    if _varies(decls) and param.numeric:  # the range changes with the protection: say it
-        knob = param.knob(page=True)
-        return f"{param.label}, {knob.low:g} to {knob.high:g}"
-    return param.label
-
-
-# The events that do work run with preprocess=False, so every input reaches its callback raw
-# and is checked here, before any work: numbers against settings.KNOBS (Gradio's slider check
-# lets NaN through and fails with a TypeError on text), choices against the page's lists, and
-# uploads handed to FaceShield's own loader untouched (Gradio has already checked the file was
-# uploaded here; its decoding would convert the photo first and, on a file it cannot read,
-# show the server path).
-
-
-def _upload(payload) -> str | None:
-    """The path of an uploaded file from its raw payload (None: nothing uploaded)."""
-    if payload is None:
-        return None
-    if not isinstance(payload, dict) or not payload.get("path"):
-        raise InputError("This upload could not be read as a file.")
-    return payload["path"]
-
-
-def _choice(value, choices, what: str):
-    if not isinstance(value, str) or value not in choices:
-        raise InputError(f"{what} must be one of: {', '.join(choices)}.")
-    return value
-
-
-def _choices(values, choices, what: str) -> list[str]:
-    """A list of distinct choices (a ticked CheckboxGroup), in the page's order."""
-    if not isinstance(values, list) or not values:
-        raise InputError(f"Tick at least one of {what}.")
-    for value in values:
-        _choice(value, choices, what)
-    return [c for c in choices if c in values]
-
-
-def _flag(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"'{what}' must be true or false.")
-    return value
-
-
-def _option(value, param: Param):
-    """One page option's raw value, checked against its declaration (the page's range)."""
-    if value is None or value == "" or (param.kind is PHOTOS and value == []):
-        return None
-    if param.kind is PHOTOS:
-        if not isinstance(value, list):
-            raise InputError(f"The {param.message_name} must be a list of photos.")
-        if len(value) > settings.MAX_TARGETS:
-            raise InputError(f"Give at most {settings.MAX_TARGETS} {param.message_name} (got {len(value)}).")
-        return [_upload(v) for v in value]
-    return param.check(value, page=True)
-
-
-def _unused_option(value, decls: list[tuple[str, Param]]):
-    """An option the chosen protection does not declare: its value is not used, but it must be
-    one that a protection declaring it accepts (a mask's grey level of 128 left in the control
-    when the page switched to another protection passes; NaN or 1e9 does not)."""
-    errors = []
-    for _, param in decls:
-        try:
-            return _option(value, param)
-        except InputError as exc:
-            errors.append(exc)
-    raise errors[0]
-
-
-def page_inputs(values: dict) -> dict:
-    """The Protect page's raw inputs (by protect_inputs() name), checked, as protect_photo's
-    keyword arguments (InputError otherwise). Each option is checked against the chosen
-    protection's declaration, or, when it does not declare it (the value is then not used),
-    against those of the protections that do; an empty value means the protection's default."""
-    method = _choice(values.get("method"), tuple(METHODS), "The protection")
-    options = {}
-    for name, decls in page_options().items():
-        param = METHODS[method].param(name)
-        options[name] = _option(values.get(name), param) if param else _unused_option(values.get(name), decls)
-    source = _upload(values.get("image_path"))
-    if not source:
-        raise InputError("Upload a photo first (or click an example).")
-    return {
-        "source": source,
-        "method": method,
-        "slow_judges": _flag(values.get("slow_judges", False), "Also run slow detectors"),
-        "reference": _upload(values.get("reference_path")),
-        **options,
-    }
-
-
-def _seconds_for(steps, knob: Knob) -> int:
-    """ZeroGPU time to reserve: grows with the iterations asked for (the callback refuses bad ones)."""
+def checked(parse, *args):
+    """A request's typed payload from its raw inputs; a refused input is the user's message."""
     try:
-        steps = knob.check(steps)
-    except InputError:
-        steps = knob.low
-    return int(30 + 0.5 * steps)
+        return parse(*args)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
 
 
-def _gpu_seconds(values: dict, *args, **kwargs) -> int:
-    """The Protect page's reservation, from its steps option."""
-    steps = page_options().get("steps")
-    asked = values.get("steps") if isinstance(values, dict) else None
-    return _seconds_for(asked, steps[0][1].knob(page=True)) if steps else 30
+def protect_seconds(request: ProtectRequest) -> int:
+    """GPU time for a protection: grows with its iterations (the page's or its default)."""
+    steps = REGISTRY[request.method].param("steps")
+    return serving.seconds_for_steps(request.steps, steps.default if steps else 0)
 
 
-def _lab_gpu_seconds(image_path, method, eps, steps, *args, **kwargs) -> int:
-    return _seconds_for(steps, KNOBS["lab_steps"])
-
-
-def _sweep_gpu_seconds(image_path, method, steps, *args, **kwargs) -> int:
-    """The sweep runs one attack per budget (five)."""
-    return 5 * _seconds_for(steps, KNOBS["lab_steps"])
-
-
-def _compare_gpu_seconds(image_path, methods, *args, **kwargs) -> int:
-    """One protection at default settings after another."""
-    return _gpu_seconds({}) * max(1, len(methods) if isinstance(methods, list) else 1)
-
-
-def _on_gpu(fn=None, seconds=_gpu_seconds):
-    """ZeroGPU decorator for every callback that moves models to a device (no-op elsewhere)."""
-    if fn is None:
-        return lambda f: _on_gpu(f, seconds)
-    if spaces is None:
-        return fn
-
-    @functools.wraps(fn)
-    def with_deadline(*args, **kwargs):
-        # ZeroGPU runs this in another process: the request's stop event cannot follow it there
-        with stop_when(None, settings.MAX_SECONDS):
-            return fn(*args, **kwargs)
-
-    return spaces.GPU(duration=seconds)(with_deadline)
-
-
-# Heavy work (protect, lab, sweep) shares one concurrency group of settings.CONCURRENCY_LIMIT
-# slots. Gradio cannot stop a sync handler's thread: when a request is cancelled (or its client
-# goes away) Gradio cancels the async handler below, which sets the request's stop event; the
-# attack loop sees it at its next step (protections.base.check_stop) and ends. A semaphore keeps
-# a new request waiting until a cancelled one's thread has really finished, so at most
-# CONCURRENCY_LIMIT attacks run at any moment.
-_slots = threading.BoundedSemaphore(settings.CONCURRENCY_LIMIT)
-_running_lock = threading.Lock()
-heavy_running = 0  # heavy callbacks running in this process now (tests read it)
-HEAVY = "heavy"  # the concurrency_id of every heavy event
-
-
-def _bounded(stop: threading.Event, fn, args):
-    global heavy_running
-    while not _slots.acquire(timeout=0.1):
-        if stop.is_set():
-            raise Cancelled
+@serving.heavy(seconds=protect_seconds)
+def run(request: ProtectRequest) -> tuple:
+    """The Protect page's work: the photo protected, judged, laid out for the outputs."""
     try:
-        with _running_lock:
-            heavy_running += 1
-        with stop_when(stop, settings.MAX_SECONDS):
-            return fn(*args)
-    finally:
-        with _running_lock:
-            heavy_running -= 1
-        _slots.release()
-
-
-def _client_gone(request: gr.Request | None) -> bool:
-    """Has the client of `request` gone away (Gradio marks its running events not alive when
-    the page's event stream disconnects, but does not cancel them)? Reads Gradio's queue
-    internals, so any surprise there means "no"."""
-    try:
-        session = request.session_hash
-        jobs = [event for job_set in demo._queue.active_jobs if job_set for event in job_set]
-        return any(event.session_hash == session and not event.alive for event in jobs)
-    except Exception:
-        return False
-
-
-async def _heavy(request, fn, *args):
-    """fn(*args) in a worker thread, stopped at its next attack step if this request is
-    cancelled or its client disconnects."""
-    stop = threading.Event()
-    work = asyncio.ensure_future(asyncio.to_thread(_bounded, stop, fn, args))
-    work.add_done_callback(lambda done: done.cancelled() or done.exception())  # a Cancelled nobody awaits
-    try:
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=0.5)
-            if done:
-                return work.result()
-            if _client_gone(request):
-                stop.set()
-    except asyncio.CancelledError:
-        stop.set()
-        raise
-
-
-@_on_gpu
-def run(values: dict):
-    """The Protect page's work: `values` are its raw inputs by protect_inputs() name."""
-    try:
-        page = protect_photo(**page_inputs(values))
-    except InputError as exc:  # bad inputs and unusable photos (ImageError): the message is for the user
+        page = protect_photo(**request.kwargs())
+    except InputError as exc:  # unusable photos (ImageError), too many faces: the message is for the user
         raise gr.Error(str(exc)) from None
     except WeightsUnavailable as exc:
         raise gr.Error(f"This protection's trained weights are not available here: {exc}") from None
@@ -295,39 +92,31 @@ def run(values: dict):
     )
 
 
-@_on_gpu(seconds=_compare_gpu_seconds)
-def run_compare(image_path, methods, on_progress=None):
+@serving.heavy(seconds=lambda payload: len(payload[0].methods) * serving.seconds_for_steps(None, 10))
+def run_compare(payload: tuple[CompareRequest, object]) -> tuple:
+    """The Compare page's work (`payload`: the checked request and a progress callback, None
+    on ZeroGPU)."""
+    inputs, on_progress = payload
     try:
-        chosen = _choices(methods, tuple(METHODS), "the protections to compare")
-        source = _upload(image_path)
-        if not source:
-            raise InputError("Upload a photo first (or click an example).")
-        result = compare.compare(source, chosen, on_progress=on_progress)
+        result = compare.compare(inputs.source, inputs.methods, on_progress=on_progress)
     except InputError as exc:
         raise gr.Error(str(exc)) from None
     notes = "\n".join(f"- {n}" for n in result.notices)
     return result.table(), result.plot(), result.crops(), notes
 
 
-def _lab_photo(image_path):
-    """The lab's photo (a raw upload payload) as pixels (InputError when missing or unusable)."""
+def _lab_photo(request: LabRequest):
     from faceshield.images import load_image
 
-    source = _upload(image_path)
-    if not source:
-        raise InputError("Upload a photo first (or click an example).")
-    return load_image(source).pixels
-
-
-@_on_gpu(seconds=_lab_gpu_seconds)
-def run_lab(image_path, method, eps, steps):
     try:
-        method = _choice(method, lab.lab_methods(), "The attack")
-        eps, steps = KNOBS["lab_eps"].check(eps), KNOBS["lab_steps"].check(steps)
-        pixels = _lab_photo(image_path)
+        return load_image(request.source).pixels
     except InputError as exc:
         raise gr.Error(str(exc)) from None
-    trace = lab.trace_attack(pixels, method, eps, steps)
+
+
+@serving.heavy(seconds=lambda request: serving.seconds_for_steps(request.steps, 0))
+def run_lab(request: LabRequest) -> tuple:
+    trace = lab.trace_attack(_lab_photo(request), request.method, request.eps, request.steps)
     last = len(trace.iterates) - 1
     return (
         trace,
@@ -339,25 +128,16 @@ def run_lab(image_path, method, eps, steps):
 def show_iteration(trace, step):
     if trace is None:
         return None, None, None, ""
-    try:
-        step = Knob("The iteration", 0, len(trace.iterates) - 1, integer=True).check(step)
-    except InputError as exc:
-        raise gr.Error(str(exc)) from None
+    step = checked(Knob("The iteration", 0, len(trace.iterates) - 1, integer=True).check, step)
     original, current = trace.iterates[0], trace.iterates[step]
     views = [(lab.amplified(original, current, f), f"perturbation x{f}") for f in (1, 10, 50)]
     loss = f"loss {trace.loss[step - 1]:.3f}" if step >= 1 else "clean photo"
     return current, views, lab.plot_trace(trace, step), f"**Iteration {step}** of {len(trace.iterates) - 1}: {loss}"
 
 
-@_on_gpu(seconds=_sweep_gpu_seconds)
-def run_sweep(image_path, method, steps):
-    try:
-        method = _choice(method, lab.lab_methods(), "The attack")
-        steps = KNOBS["lab_steps"].check(steps)
-        pixels = _lab_photo(image_path)
-    except InputError as exc:
-        raise gr.Error(str(exc)) from None
-    rows = lab.budget_sweep(pixels, method, steps=steps)
+@serving.heavy(seconds=lambda request: 5 * serving.seconds_for_steps(request.steps, 0))  # one attack per budget
+def run_sweep(request: LabRequest) -> tuple:
+    rows = lab.budget_sweep(_lab_photo(request), request.method, steps=request.steps)
     table = [
         [
             r["eps"],
@@ -372,100 +152,104 @@ def run_sweep(image_path, method, steps):
     return lab.plot_sweep(rows), table
 
 
-# The events' handlers: the same inputs (Gradio's API names them after these parameters),
-# run through _heavy; tqdm progress of the attack loops reaches the page.
+# The events' handlers: each checks its raw inputs into a typed request, then serves the work
+# (serving.Heavy.serve); tqdm progress of the attack loops reaches the page.
 
 
-def protect_handler(names: list[str]):
-    """The /protect event's handler, whose inputs are `names`: Gradio names the API's parameters
-    after the handler's signature, made here from the declared options. Runs through _heavy."""
-
-    async def protect(*args):
-        *values, request, _progress = args
-        return await _heavy(request, run, dict(zip(names, values)))
-
-    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(n, positional, default=False if n == "slow_judges" else None) for n in names]
-    params += [
-        inspect.Parameter("request", positional, default=None, annotation=gr.Request),
-        inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True)),
-    ]
-    protect.__signature__ = inspect.Signature(params)
-    protect.__annotations__ = {"request": gr.Request}
-    return protect
+async def protect(progress=gr.Progress(track_tqdm=True), **values):
+    """/protect: its inputs by name (page.protect_api())."""
+    async for out in run.serve(checked(ProtectRequest.parse, values), idle=gr.skip()):
+        yield out
 
 
-async def compare_protections(image_path, methods, request: gr.Request = None, progress=gr.Progress()):
+async def compare_protections(image_path, methods, progress=gr.Progress()):
     def step(i, n, method):
         progress((i, n), desc=f"{method} ({i + 1} of {n})" if i < n else "done", unit="protections")
 
-    # ZeroGPU runs run_compare in another process, where the page's progress cannot follow
-    return await _heavy(request, run_compare, image_path, methods, step if spaces is None else None)
+    request = checked(CompareRequest.parse, image_path, methods)
+    # on ZeroGPU the work runs in another process, where the page's progress cannot follow
+    async for out in run_compare.serve((request, None if serving.ON_ZEROGPU else step), idle=gr.skip()):
+        yield out
 
 
-async def lab_attack(image_path, method, eps, steps, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
-    return await _heavy(request, run_lab, image_path, method, eps, steps)
+async def lab_attack(image_path, method, eps, steps, progress=gr.Progress(track_tqdm=True)):
+    async for out in run_lab.serve(checked(LabRequest.parse, image_path, method, steps, eps), idle=gr.skip()):
+        yield out
 
 
-async def lab_sweep(image_path, method, steps, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
-    return await _heavy(request, run_sweep, image_path, method, steps)
+async def lab_sweep(image_path, method, steps, progress=gr.Progress(track_tqdm=True)):
+    request = checked(lambda: LabRequest.parse(image_path, method, steps, sweep=True))
+    async for out in run_sweep.serve(request, idle=gr.skip()):
+        yield out
+
+
+def control_props(param: Param, control: Control) -> dict:
+    """A control's properties for `param` as `control` shows it: label, value, range, choices."""
+    props = {"label": control.label, "value": param.default}
+    if param.numeric:
+        knob = control.knob(param)
+        props.update(minimum=knob.low, maximum=knob.high)
+    elif param.kind in (NAMES, SUBSET):
+        props.update(choices=list(param.choices), value=list(param.default))
+    elif param.choices:
+        labels = control.choice_labels or param.choices
+        props["choices"] = list(zip(labels, param.choices))
+    return props
 
 
 def method_controls(key: str) -> list:
-    """Show the controls of the options the chosen protection declares for the page (in
-    page_options() order) and hide the others; an option whose meaning differs between
-    protections (an obfuscation's strength) takes this one's label, range and default."""
-    cls, updates = METHODS[key], []
-    for name, decls in page_options().items():
-        param = cls.param(name)
-        shown = param is not None and bool(param.group)
-        if not _varies(decls):
-            updates.append(gr.update(visible=shown))
-        elif not shown:
-            updates.append(gr.update(visible=False, value=None))
-        else:
-            knob = param.knob(page=True)
-            label = _control_label(param, decls)
-            updates.append(
-                gr.update(visible=True, label=label, value=param.default, minimum=knob.low, maximum=knob.high)
-            )
-    return updates
+    """Every option control as protection `key` shows it (page.shown), the others hidden and
+    emptied; in option_arguments() order."""
+    own = shown(key)
+    return [
+        gr.update(visible=True, **control_props(*own[name])) if name in own else gr.update(visible=False, value=None)
+        for name in option_arguments()
+    ]
 
 
-def option_control(decls: list[tuple[str, Param]], method: str):
-    """The page's control of one declared option as the protection `method` shows it (hidden
-    when it does not declare it)."""
-    param = dict(decls).get(method)
-    visible = param is not None
-    param = param or decls[0][1]
-    label = _control_label(param, decls)
+def presented(name: str) -> tuple[Param, Control]:
+    """Option argument `name` as the initial protection shows it, else as the first protection
+    that does (its control starts hidden then)."""
+    return shown(INITIAL_METHOD).get(name) or shown(option_arguments()[name].used_by[0])[name]
+
+
+def option_control(name: str) -> gr.components.Component:
+    """The page's control of one /protect option argument (presented(); hidden unless the
+    initial protection shows it)."""
+    param, control = presented(name)
+    props = {**control_props(param, control), "visible": name in shown(INITIAL_METHOD)}
     if param.kind is bool:
-        return gr.Checkbox(value=param.default, label=label, visible=visible)
+        return gr.Checkbox(**props)
     if param.kind is PHOTOS:
-        return gr.File(label=label, file_count="multiple", file_types=["image"], type="filepath", visible=visible)
+        return gr.File(
+            label=props["label"],
+            visible=props["visible"],
+            file_count="multiple",
+            file_types=["image"],
+            type="filepath",
+        )
     if param.kind in (NAMES, SUBSET):
-        return gr.CheckboxGroup(list(param.choices), value=list(param.default), label=label, visible=visible)
+        return gr.CheckboxGroup(**props)
     if param.choices:
-        choices = list(zip(param.choice_labels, param.choices)) if param.choice_labels else list(param.choices)
-        return gr.Radio(choices, value=param.default, label=label, visible=visible)
-    if param.numeric and not _varies(decls):
-        knob = param.knob(page=True)
-        return gr.Slider(knob.low, knob.high, value=param.default, step=param.step or 1, label=label, visible=visible)
+        return gr.Radio(**props)
+    if param.numeric and all(abs(props[k]) < float("inf") for k in ("minimum", "maximum")):
+        return gr.Slider(step=control.step or 1, **props)
     if param.numeric:
-        return gr.Number(value=param.default if visible else None, label=label, visible=visible)
-    return gr.Textbox(value=param.default, label=label, visible=visible)
+        return gr.Number(**props)
+    return gr.Textbox(**props)
 
 
-def heavy_event(button: gr.Button, handler, inputs: list, outputs: list, api_name: str) -> None:
-    """Wire a button to heavy work: the shared concurrency group (HEAVY) and raw inputs that the
-    callback checks itself (preprocess=False)."""
+def heavy_event(button: gr.Button, handler, outputs: list, api_name: str, inputs=None, inputs_kwargs=None) -> None:
+    """Wire a button to heavy work: one concurrency group of settings.CONCURRENCY_LIMIT slots
+    (serving holds the same number) and raw inputs that the handler checks (preprocess=False)."""
     button.click(
         handler,
         inputs,
         outputs,
+        inputs_kwargs=inputs_kwargs,
         api_name=api_name,
         concurrency_limit=settings.CONCURRENCY_LIMIT,
-        concurrency_id=HEAVY,
+        concurrency_id="heavy",
         preprocess=False,
     )
 
@@ -482,27 +266,27 @@ def example_inputs(component: gr.Image) -> gr.Examples:
 
 
 def protect_page() -> None:
-    options = page_options()
+    arguments = option_arguments()
     groups: dict[str, list[str]] = {}
-    for name, decls in options.items():
-        groups.setdefault(decls[0][1].group, []).append(name)
+    for name in arguments:
+        groups.setdefault(presented(name)[1].group, []).append(name)
     controls = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
             method = gr.Dropdown(
-                [(cls.title, key) for key, cls in METHODS.items()], value=INITIAL_METHOD, label="Protection"
+                [(cls.title, key) for key, cls in REGISTRY.items()], value=INITIAL_METHOD, label="Protection"
             )
             for name in groups.pop("main", []):
-                controls[name] = option_control(options[name], INITIAL_METHOD)
+                controls[name] = option_control(name)
             with gr.Accordion("Advanced options", open=False):
                 for name in groups.pop("advanced", []):
-                    controls[name] = option_control(options[name], INITIAL_METHOD)
+                    controls[name] = option_control(name)
                 slow_judges = gr.Checkbox(label="Also run slow detectors (dlib CNN, ~4 s)")
                 for heading, names in groups.items():  # one protection's own options, under its heading
                     gr.Markdown(f"**{heading}**")
                     for name in names:
-                        controls[name] = option_control(options[name], INITIAL_METHOD)
+                        controls[name] = option_control(name)
                 reference = gr.Image(label="Optional: another photo of the same person", type="filepath", format="png")
             button = gr.Button("Protect", variant="primary")
             example_inputs(image)
@@ -541,14 +325,21 @@ def protect_page() -> None:
                     label="Boxes before (green) and after (red)", columns=4, format="png", height="auto", preview=False
                 )
             gr.Markdown(VERDICT_HELP, elem_classes="fs-help")
-    shown = [controls[name] for name in options]
-    method.change(method_controls, method, shown, api_name=False)
+    options = {name: controls[name] for name in arguments}  # the API's order, not the layout's
+    method.change(method_controls, method, list(options.values()), api_name=False)
+    inputs = {
+        "image_path": image,
+        "method": method,
+        **options,
+        "slow_judges": slow_judges,
+        "reference_path": reference,
+    }
     heavy_event(
         button,
-        protect_handler(protect_inputs()),
-        [image, method, *shown, slow_judges, reference],
+        protect,
         [slider, perturbation, download, gallery, detector_table, recogniser_table, summary, verdict],
         "protect",
+        inputs_kwargs=inputs,
     )
 
 
@@ -561,7 +352,7 @@ def compare_page() -> None:
         with gr.Column(scale=1, min_width=300):
             image = gr.Image(label="Photo", type="filepath", format="png", sources=["upload", "clipboard"])
             methods = gr.CheckboxGroup(
-                [(f"{cls.title} ({key})", key) for key, cls in METHODS.items()],
+                [(f"{cls.title} ({key})", key) for key, cls in REGISTRY.items()],
                 value=list(compare.FAST_METHODS),
                 label="Protections (the ticked ones are fast; the others take up to a minute each)",
             )
@@ -585,7 +376,14 @@ def compare_page() -> None:
                 elem_id="compare-crops",
             )
             notes = gr.Markdown()
-    heavy_event(button, compare_protections, [image, methods], [table, plot, crops, notes], "compare")
+    heavy_event(button, compare_protections, [table, plot, crops, notes], "compare", [image, methods])
+
+
+def lab_slider(name: str, value: float, **options) -> gr.Slider:
+    """A slider of the lab's (page.LAB): its range is the one the lab's handler accepts."""
+    param, control = LAB[name]
+    knob = control.knob(param)
+    return gr.Slider(knob.low, knob.high, value=value, step=1, label=control.label, **options)
 
 
 def lab_page() -> None:
@@ -597,10 +395,10 @@ def lab_page() -> None:
         with gr.Column(scale=1, min_width=300):
             lab_image = gr.Image(label="Photo", type="filepath", format="png")
             lab_method = gr.Radio(
-                [(METHODS[key].title, key) for key in lab.lab_methods()], value="detector-pgd", label="Attack"
+                [(REGISTRY[key].title, key) for key in lab.lab_methods()], value="detector-pgd", label="Attack"
             )
-            lab_eps = knob_slider("lab_eps", 1, 8, "Budget (grey levels of 255)")
-            lab_steps = knob_slider("lab_steps", 5, 40, "Iterations", elem_id="lab-steps")
+            lab_eps = lab_slider("eps", 8)
+            lab_steps = lab_slider("steps", 40, elem_id="lab-steps")
             lab_button = gr.Button("Run the attack", variant="primary")
             sweep_button = gr.Button("Sweep the budget (2-16)")
             example_inputs(lab_image)
@@ -621,9 +419,9 @@ def lab_page() -> None:
     heavy_event(
         lab_button,
         lab_attack,
-        [lab_image, lab_method, lab_eps, lab_steps],
         [lab_trace, lab_step, lab_view, lab_amplified, lab_plot, lab_caption],
         "lab",
+        [lab_image, lab_method, lab_eps, lab_steps],
     )
     lab_step.release(
         show_iteration,
@@ -632,7 +430,7 @@ def lab_page() -> None:
         api_name=False,
         preprocess=False,
     )
-    heavy_event(sweep_button, lab_sweep, [lab_image, lab_method, lab_steps], [sweep_plot, sweep_table], "sweep")
+    heavy_event(sweep_button, lab_sweep, [sweep_plot, sweep_table], "sweep", [lab_image, lab_method, lab_steps])
 
 
 def models_page() -> None:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 import app  # noqa: E402
-from faceshield.protections import METHODS, build  # noqa: E402
+from faceshield.protections import REGISTRY, build  # noqa: E402
 from faceshield.service import ProtectionUnavailable, check_weights  # noqa: E402
 
 CHROMIUM_FLAGS = [
@@ -60,7 +60,7 @@ def shoot(browser, method: str, out: Path, width: int = 1400) -> None:
     page, panel = _open(browser, "Protect", width=width, height=1000 if width > 600 else 844)
     if method != "detector-pgd":
         page.get_by_role("combobox", name="Protection", exact=True).click()
-        page.get_by_role("option", name=METHODS[method].title).click()
+        page.get_by_role("option", name=REGISTRY[method].title).click()
     panel.get_by_role("button", name="Protect").click()
     panel.locator(".fs-verdict").or_(page.get_by_text("is not available here")).first.wait_for(timeout=300_000)
     page.wait_for_timeout(1500)
@@ -78,7 +78,7 @@ def _usable(method: str) -> bool:
 def shoot_compare(browser, out: Path) -> None:
     page, panel = _open(browser, "Compare", height=1100)
     chosen = [key for key in COMPARED if _usable(key)]
-    for key in METHODS:
+    for key in REGISTRY:
         panel.get_by_label(re.compile(rf"\({re.escape(key)}\)$")).set_checked(key in chosen)
     panel.get_by_role("button", name="Compare").click()
     panel.locator("#compare-table [role=row]").nth(len(chosen)).wait_for(timeout=600_000)  # header + a row each
@@ -109,7 +109,7 @@ def main() -> None:
                 shoot(browser, "detector-pgd", DOCS / "screenshot.png")
                 shoot_compare(browser, DOCS / "screenshot-compare.png")
                 shoot(browser, "blur", DOCS / "screenshot-phone.png", width=390)
-            methods = [m for m in METHODS if m != "detector-pgd"] if "--all" in sys.argv else only
+            methods = [m for m in REGISTRY if m != "detector-pgd"] if "--all" in sys.argv else only
             for method in methods:
                 shoot(browser, method, DOCS / f"screenshot-{method}.png")
             if "--lab" in sys.argv or "--all" in sys.argv:

@@ -46,7 +46,7 @@ def client():
 
 
 def protect_args(path, **kw) -> dict:
-    """Keyword arguments of the /protect endpoint (app.protect_inputs(): made from the declared
+    """Keyword arguments of the /protect endpoint (page.protect_api(): made from the declared
     options): the page's defaults, `path` uploaded, `kw` on top."""
     from gradio_client import handle_file
 
@@ -60,6 +60,7 @@ def protect_args(path, **kw) -> dict:
         "targets": None,
         "robust": False,
         "norm": "linf",
+        "same_person": None,
         "strength": None,
         "slow_judges": False,
         "reference_path": None,

@@ -5,6 +5,8 @@ import pytest
 from conftest import protect_args
 from PIL import Image
 
+from faceshield import page
+
 
 def _call(client, path, **kw):
     return client.predict(**protect_args(path, **kw), api_name="/protect")
@@ -70,8 +72,8 @@ def test_each_protection_shows_the_knob_it_uses(photos):
     from faceshield.protections import build
 
     face = np.ascontiguousarray(photos["astronaut"][:256, 96:352])
-    names = list(app.page_options())
-    for key in app.METHODS:
+    names = list(page.option_arguments())
+    for key in app.REGISTRY:
         controls = dict(zip(names, app.method_controls(key)))
         budget, strength = controls["eps"], controls["strength"]
         assert controls["mode"]["visible"] == (key == "tip-im"), key  # the identity options: TIP-IM's
@@ -87,9 +89,9 @@ def test_each_protection_shows_the_knob_it_uses(photos):
 
 
 def test_page_controls_span_the_bounds_the_server_checks():
-    """The page's sliders are built from the declared options' page ranges (and the lab's from
-    settings.KNOBS), every obfuscation's strength has bounds around its default, and the events
-    that do work hand their callbacks the raw inputs (preprocess=False), which the callbacks check."""
+    """The page's sliders span the ranges its controls accept (page.CONTROLS and page.LAB, within
+    the declared ranges), every obfuscation's strength has bounds around its default, and the
+    events that do work hand their handlers the raw inputs (preprocess=False), which they check."""
     import app
     from faceshield import settings
     from faceshield.protections import DetectorPGD
@@ -99,20 +101,22 @@ def test_page_controls_span_the_bounds_the_server_checks():
 
     props = {c["props"].get("label"): (c["type"], c["props"]) for c in app.demo.get_config_file()["components"]}
     knobs = {
-        "Maximum iterations": DetectorPGD.param("steps").knob(page=True),
-        "Iterations": settings.KNOBS["lab_steps"],
-        "Budget (grey levels of 255)": settings.KNOBS["lab_eps"],
+        "Maximum iterations": page.CONTROLS["steps"].knob(DetectorPGD.param("steps")),
+        "Iterations": page.LAB["steps"][1].knob(page.LAB["steps"][0]),
+        "Budget (grey levels of 255)": page.LAB["eps"][1].knob(page.LAB["eps"][0]),
     }
     assert (knobs["Maximum iterations"].low, knobs["Maximum iterations"].high) == (10, settings.MAX_STEPS)
     for label, knob in knobs.items():
         kind, p = props[label]
         assert kind == "slider" and (p["minimum"], p["maximum"]) == (knob.low, knob.high)
-    for key, cls in app.METHODS.items():
-        strength = cls.param("strength")
-        if strength is not None and strength.group:
-            knob = strength.knob(page=True)
-            assert knob.low <= strength.default <= knob.high, key
-            assert knob.check(strength.default) == strength.default
+    for key, cls in app.REGISTRY.items():
+        for name, (param, control) in page.shown(key).items():  # a page range lies inside the declared one
+            knob, declared = control.knob(param), param.knob()
+            assert declared.low <= knob.low <= knob.high <= declared.high, (key, name)
+        if "strength" in page.shown(key):
+            knob = page.shown(key)["strength"][1].knob(cls.param("strength"))
+            assert knob.low <= cls.param("strength").default <= knob.high, key
+            assert knob.check(cls.param("strength").default) == cls.param("strength").default
 
 
 def test_every_setting_and_limit_is_documented_with_its_default():
@@ -153,3 +157,29 @@ def test_every_setting_and_limit_is_documented_with_its_default():
     ):
         assert f"`FACESHIELD_{name}`" in limits, name
     assert "python app.py" in limits and "docker run -e" in limits
+
+
+def test_the_protect_api_is_the_recorded_schema():
+    """/protect's arguments (names, order, kinds, ranges, who uses each) and version are the
+    recorded copy: a change to the public API is a decision (a new record and version), and the
+    order does not follow the order the protection modules were imported in."""
+    import json
+    from pathlib import Path
+
+    import app
+    from faceshield.protections import REGISTRY
+
+    recorded = json.loads((Path(__file__).parent / "data" / "protect-api.json").read_text())
+    schema = page.api_schema()
+    assert schema == recorded, "the /protect API changed: update tests/data/protect-api.json and page.API_VERSION"
+    shuffled = dict(reversed(list(REGISTRY.items())))
+    original = dict(REGISTRY)
+    try:
+        REGISTRY.clear()
+        REGISTRY.update(shuffled)
+        assert page.api_schema() == recorded
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(original)
+    served = next(fn for fn in app.demo.fns.values() if fn.api_name == "protect")  # the names the API gives
+    assert served.input_parameter_names == [a["name"] for a in recorded["arguments"]]

@@ -256,3 +256,36 @@ def test_same_person_sets_leave_out_the_judged_photos(tiny_identities):
     expected = load_image(tiny_identities / "identities/left/3.jpg").pixels
     assert list(sets) == ["identities/left/1.jpg"] and len(sets["identities/left/1.jpg"]) == 1
     assert np.array_equal(sets["identities/left/1.jpg"][0], expected)  # only the photo it is not judged against
+
+
+def test_targeted_match_compares_with_the_users_targets(photos):
+    """With --target the targeted-match figure compares each protected face with the user's
+    target photos (what targets_used indexes), not the built-in ones."""
+    from faceshield.bench.identity import _target_embeddings
+    from faceshield.protections.tip_im import builtin_target_photos
+
+    class Mean(_Points):
+        def embed(self, pixels, box):
+            return np.array([float(pixels.mean())])
+
+    mine = [np.ascontiguousarray(photos["astronaut"][:256, 96:352])]
+    assert len(builtin_target_photos()) != len(mine)
+    given = _target_embeddings({"mean": Mean()}, mine)["mean"]
+    assert len(given) == 1 and given[0][0] == pytest.approx(float(mine[0].mean()))
+    assert len(_target_embeddings({"mean": Mean()})["mean"]) == len(builtin_target_photos())
+
+
+def test_records_are_typed_and_versioned(tmp_path):
+    """Every committed record reads as a typed Record (written before the schema had a version:
+    version 1); saving and loading gives it back with its version; a newer schema is refused."""
+    from faceshield.bench.records import KINDS, SCHEMA, Record, load, load_all
+
+    committed = load_all(REPO / "docs" / "results")
+    assert committed and all(r.schema == 1 and r.bench in KINDS and r.results for r in committed.values())
+    zoo = committed["zoo"]
+    zoo.save(tmp_path / "zoo.json")
+    assert load(tmp_path / "zoo.json") == zoo and json.loads((tmp_path / "zoo.json").read_text())["schema"] == SCHEMA
+    with pytest.raises(ValueError, match="newer"):
+        Record.from_json({**zoo.to_json(), "schema": SCHEMA + 1})
+    with pytest.raises(ValueError, match="missing threads"):
+        Record.from_json({k: v for k, v in zoo.to_json().items() if k != "threads"})

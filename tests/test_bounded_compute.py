@@ -15,8 +15,8 @@ import pytest
 from conftest import protect_args
 from PIL import Image
 
-from faceshield import settings
-from faceshield.protections import base
+from faceshield import page, settings
+from faceshield.protections import cancel
 
 LONG = {"eps": 1, "steps": 300}  # a budget too small to hide the face soon: the loop runs on
 STORM = 20  # requests submitted and cancelled one after another
@@ -52,22 +52,22 @@ def _attacks_running() -> int:
 
 
 def _idle() -> bool:
-    import app
+    from faceshield import serving
 
-    return app.heavy_running == 0 and _attacks_running() == 0
+    return serving.running == 0 and _attacks_running() == 0
 
 
 def test_cancel_stops_the_attack_loop_within_a_few_steps(client, face):
     _wait(_idle, 60, "the app to be idle")
-    start = base.steps_checked
+    start = cancel.steps_checked
     job = client.submit(**protect_args(face, **LONG), api_name="/protect")
-    _wait(lambda: base.steps_checked - start >= 3, 60, "the attack to start")
+    _wait(lambda: cancel.steps_checked - start >= 3, 60, "the attack to start")
     job.cancel()
-    at_cancel = base.steps_checked
+    at_cancel = cancel.steps_checked
     _wait(_idle, 20, "the cancelled attack to end")
-    after = base.steps_checked - at_cancel
+    after = cancel.steps_checked - at_cancel
     assert after <= 3, f"the loop ran {after} more steps after the cancel"
-    assert base.steps_checked - start < LONG["steps"]
+    assert cancel.steps_checked - start < LONG["steps"]
 
 
 def test_submit_and_cancel_storm_runs_at_most_the_limit(client, face):
@@ -192,21 +192,21 @@ def test_a_client_that_disconnects_stops_its_attack(client, face):
     httpx.post(
         f"{url}gradio_api/queue/join",
         json={
-            "data": [args[name] for name in app.protect_inputs()],
+            "data": [args[a.name] for a in page.protect_api()],
             "fn_index": fn_index,
             "session_hash": session,
             "event_data": None,
         },
     ).raise_for_status()
-    start = base.steps_checked
+    start = cancel.steps_checked
     with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=60) as stream:
         for _ in stream.iter_lines():
-            if base.steps_checked - start >= 3:
+            if cancel.steps_checked - start >= 3:
                 break  # leaving the block closes the connection
-    at_close = base.steps_checked
+    at_close = cancel.steps_checked
     assert at_close - start >= 3, "the attack never started"
     _wait(_idle, 20, "the abandoned attack to end")
-    assert base.steps_checked - at_close <= 10, base.steps_checked - at_close
+    assert cancel.steps_checked - at_close <= 10, cancel.steps_checked - at_close
 
 
 def test_load_test_small_variant(client, monkeypatch):

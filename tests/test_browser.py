@@ -80,10 +80,10 @@ def _upload(panel, path) -> None:
 
 
 def _choose(page, method: str) -> None:
-    from faceshield.protections import METHODS
+    from faceshield.protections import REGISTRY
 
     page.get_by_role("combobox", name="Protection", exact=True).click()
-    page.get_by_role("option", name=METHODS[method].title).click()
+    page.get_by_role("option", name=REGISTRY[method].title).click()
 
 
 def _rows(panel, table: str) -> list[list[str]]:
@@ -203,7 +203,8 @@ def test_each_protection_in_the_browser(page, small_face, tmp_path, method):
     """Choose the protection in the dropdown (an iterative one at the page's fewest iterations),
     protect, and download a metadata-free PNG that differs from the photo (or, for a protection
     whose weights cannot load here, a clear message)."""
-    from faceshield.protections import METHODS
+    from faceshield.page import CONTROLS
+    from faceshield.protections import REGISTRY
 
     source = small_face  # the astronaut's face: quick to judge
     panel = _page_tab(page, "Protect", "protect")
@@ -211,15 +212,15 @@ def test_each_protection_in_the_browser(page, small_face, tmp_path, method):
         panel.get_by_text("Details: settings, image quality, notices").click()
     _upload(panel, source)
     _choose(page, method)
-    if METHODS[method].param("steps") is not None:  # an iterative one: the fewest iterations the page allows
+    if REGISTRY[method].param("steps") is not None:  # an iterative one: the fewest iterations the page allows
         steps = panel.get_by_label("number input for Maximum iterations")
         if not steps.is_visible():  # in the closed "Advanced options"
             panel.get_by_text("Advanced options").click()
-        steps.fill(str(METHODS[method].param("steps").knob(page=True).low))
+        steps.fill(str(CONTROLS["steps"].low))
         steps.press("Enter")
     panel.get_by_role("button", name="Protect").click()
     done = panel.get_by_text(re.compile(rf"face\(s\) protected with {re.escape(method)} "))
-    refused = page.get_by_text(f"The protection '{METHODS[method].title}' is not available here")
+    refused = page.get_by_text(f"The protection '{REGISTRY[method].title}' is not available here")
     done.or_(refused).first.wait_for(state="attached", timeout=180_000)
     if refused.count():
         pytest.skip(f"{method}: its weights are not usable here (the page says so)")

@@ -67,3 +67,20 @@ def test_protect_resumes_and_force_redoes(tmp_path, capsys):
     assert main(["--threads", "1", "protect", str(src), "-o", str(out), "--steps", "1", "--force"]) == 0
     assert Image.open(out / "a.png").format == "PNG"
     assert "2 protected, 0 already there" in capsys.readouterr().out
+
+
+def test_a_refused_option_is_a_message_not_a_traceback(tmp_path, capsys):
+    """A value a protection refuses (--set margin=-3, --eps 99: the range the page accepts too,
+    stated in --help) ends with its message and exit code 2, before any photo is read."""
+    _photo(tmp_path / "in" / "a.jpg")
+    args = ["--threads", "1", "protect", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    assert main([*args, "--method", "tip-im", "--set", "margin=-3"]) == 2
+    err = capsys.readouterr().err
+    assert "margin must be between 0 and inf (got -3)" in err and "Traceback" not in err
+    assert main([*args, "--eps", "99"]) == 2
+    assert "eps must be between 1 and 16 (got 99)" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--methods", "blur", "--set", "strength=-1"]) == 2
+    assert "strength must be between 0 and inf" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    out = subprocess.run([sys.executable, "-m", "faceshield", "protect", "--help"], capture_output=True, text=True)
+    assert "(1 to 16; default 8)" in " ".join(out.stdout.split())

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from faceshield import models, weights
+from faceshield.boxes import face_region
 from faceshield.metrics import image_quality
 from faceshield.protections import build
 from faceshield.protections.ddm import VARIANTS, DDMEncryption, load_codecs
-from faceshield.protections.obfuscation import face_region
+from faceshield.protections.obfuscation import REGION_MARGIN
 from faceshield.settings import InputError
 
 
@@ -22,7 +23,9 @@ def test_each_variant_encrypts_visibly_and_its_key_decrypts(photos, variant):
     protection = build("ddm", variant=variant)
     result = protection(pixels)
     assert len(result.faces) >= 1
-    r0, r1, c0, c1 = face_region(result.faces.boxes[0], pixels.shape)  # the region the obfuscation covers
+    r0, r1, c0, c1 = face_region(
+        result.faces.boxes[0], pixels.shape, REGION_MARGIN
+    )  # the region the obfuscation covers
     region = (slice(r0, r1), slice(c0, c1))
     encrypted_q = image_quality(pixels[region], result.pixels[region])
     assert encrypted_q["psnr"] < 25  # a visible change (an invisible one would be an adversarial method)
@@ -64,7 +67,7 @@ def test_identity_variant_hides_the_face_and_its_key_restores_it(photos):
     for key in ("facenet", "sface-onnx", "lightcnn", "openface"):
         rec = models.load(key)
         assert not rec.is_match(rec.score(rec.embed(pixels, box), rec.embed(encrypted, box))), key
-    r0, r1, c0, c1 = face_region(box, pixels.shape)
+    r0, r1, c0, c1 = face_region(box, pixels.shape, REGION_MARGIN)
     decrypted = encrypted.copy()
     decrypted[r0:r1, c0:c1] = protection.decrypt(np.ascontiguousarray(encrypted[r0:r1, c0:c1]))
     rec = models.load("dlib-resnet")

@@ -13,6 +13,7 @@ import pytest
 from conftest import protect_args
 from PIL import Image
 
+from faceshield import page
 from faceshield.images import ImageError
 from faceshield.service import protect_photo
 
@@ -215,7 +216,7 @@ def test_json_nan_and_infinity_do_not_slip_through_the_sliders(client, no_work):
     import app
 
     url = app.demo.local_url
-    names = app.protect_inputs()
+    names = [argument.name for argument in page.protect_api()]
 
     def protect(**values):  # the /protect inputs in their order
         args = {**protect_args(None, method="blur"), "eps": 8, **values}

@@ -27,9 +27,8 @@ class Invert(Protection):
     title = "Toy: invert the photo"
     summary = "inverts the photo a little (a toy protection for the registry test)"
     params = (
-        Param("amount", 0.5, "share of the inversion", low=0, high=1, flag="--amount", group="main",
-              label="Toy amount", tag="amount {value}"),
-        Param("quirk", 3, "an option reached with --set", low=0),
+        Param("amount", 0.5, "share of the inversion", low=0, high=1),
+        Param("quirk", 3, "an option no adapter lists", low=0),
     )
 
     def __call__(self, pixels, faces=None):
@@ -43,27 +42,36 @@ class Invert(Protection):
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    """The toy protection's module, written to a temporary folder and imported (registering it)."""
-    from faceshield.protections import METHODS
+    """The toy protection's module, written to a temporary folder and imported (registering it),
+    with how each adapter shows its option `amount`: a CLI flag, a page control, a bench tag."""
+    from faceshield import cli, page
+    from faceshield.bench import method
+    from faceshield.protections import REGISTRY
 
+    monkeypatch.setitem(cli.FLAGS, "amount", cli.Flag("--amount"))
+    monkeypatch.setitem(page.CONTROLS, ("toy-invert", "amount"), page.Control("Toy amount"))
+    monkeypatch.setitem(method.TAGS, "amount", "amount {value}")
     (tmp_path / "toy_protection.py").write_text(textwrap.dedent(TOY))
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("toy_protection")
     yield module.Invert
-    METHODS.pop("toy-invert", None)
+    REGISTRY.pop("toy-invert", None)
     sys.modules.pop("toy_protection", None)
 
 
 def test_a_new_protection_reaches_the_cli_the_page_and_the_bench(toy, tmp_path, capsys):
     import app
-    from faceshield.bench import _label, run_bench
+    from faceshield import page
+    from faceshield.bench import label, run_bench
     from faceshield.cli import build_parser, main
     from faceshield.protections import build
     from faceshield.settings import InputError
 
     # the CLI: listed in --help with its own flag; protects with it and with --set
     protect_help = build_parser()._subparsers._group_actions[0].choices["protect"].format_help()
-    assert "toy-invert" in protect_help and "--amount" in protect_help and "toy-invert: share of the" in protect_help
+    assert "toy-invert" in protect_help and "--amount" in protect_help
+    assert "toy-invert: share of the inversion (0 to 1; default 0.5)" in " ".join(protect_help.split())
+    assert "--quirk" not in protect_help  # not listed in cli.FLAGS: reached with --set
     src = tmp_path / "in" / "grey.png"
     src.parent.mkdir()
     Image.new("RGB", (40, 30), (100, 100, 100)).save(src)
@@ -81,16 +89,19 @@ def test_a_new_protection_reaches_the_cli_the_page_and_the_bench(toy, tmp_path, 
     assert ["Toy: invert the photo", "toy-invert"] in [list(choice) for choice in dropdown["props"]["choices"]]
     slider = next(c for c in config["components"] if c["props"].get("label") == "Toy amount")
     assert slider["type"] == "slider" and (slider["props"]["minimum"], slider["props"]["maximum"]) == (0, 1)
-    assert "amount" in app.protect_inputs()
+    arguments = page.option_arguments()
+    assert "amount" in arguments and "quirk" not in arguments  # an option the page does not list: off the page
     upload = {"path": str(src)}
     with pytest.raises(InputError, match="Toy amount must be between 0 and 1"):
-        app.page_inputs({"image_path": upload, "method": "toy-invert", "amount": 2})
-    assert app.page_inputs({"image_path": upload, "method": "toy-invert", "amount": 0.25})["amount"] == 0.25
-    assert dict(zip(app.page_options(), app.method_controls("toy-invert")))["amount"]["visible"]
-    assert not dict(zip(app.page_options(), app.method_controls("blur")))["amount"]["visible"]
+        page.ProtectRequest.parse({"image_path": upload, "method": "toy-invert", "amount": 2})
+    request = page.ProtectRequest.parse({"image_path": upload, "method": "toy-invert", "amount": 0.25})
+    assert request.options == {"amount": 0.25}
+    assert dict(zip(arguments, app.method_controls("toy-invert")))["amount"]["visible"]
+    assert not dict(zip(arguments, app.method_controls("blur")))["amount"]["visible"]
 
     # the bench: a row labelled from the declaration, the shared knobs of other methods dropped
-    assert _label("toy-invert", {"eps": 8, "amount": 0.25, "steps": 10}) == "toy-invert [amount 0.25]"
+    assert label("toy-invert", {"eps": 8, "amount": 0.25, "steps": 10}) == "toy-invert [amount 0.25]"
+    assert label("toy-invert", {"quirk": 4}) == "toy-invert [quirk 4]"  # not in TAGS: "name value"
     assert build("toy-invert", eps=8, amount=0.25).amount == 0.25
     data = tmp_path / "faces" / "detection"
     data.mkdir(parents=True)
@@ -101,7 +112,7 @@ def test_a_new_protection_reaches_the_cli_the_page_and_the_bench(toy, tmp_path, 
 
 
 def test_options_are_declared_and_checked():
-    from faceshield.protections import METHODS, TIPIM, build, check_options
+    from faceshield.protections import REGISTRY, TIPIM, build, check_options
 
     with pytest.raises(TypeError, match="tip-im takes no option"):
         TIPIM(shrink=True)  # detector-pgd's option: the class takes only its own
@@ -115,7 +126,7 @@ def test_options_are_declared_and_checked():
     check_options(["detector-pgd", "tip-im"], {"smoothing": 0.1, "shrink": False})
     with pytest.raises(TypeError):
         check_options(["detector-pgd"], {"smoothing": 0.1})
-    for key, cls in METHODS.items():
+    for key, cls in REGISTRY.items():
         assert cls.key == key and cls.title and cls.summary, key
         assert "Args:" in cls.__doc__ or not cls.params, key  # the docstring lists the declared options
         cls()  # every declared default is valid
@@ -139,7 +150,7 @@ def test_summaries_say_what_was_done():
     text = TIPIM(norm="l2", eps=3).describe(result)
     assert "L2 (RMS over the faces) 3/255" in text and "L-inf" not in text
     assert "**1 face(s) protected** with `tip-im`" in text and "12 steps against FaceNet: goal reached" in text
-    assert result.info["steps"] == 12 and result.info["success"]  # older readers of info still see them
+    assert "steps" not in result.info  # typed fields live on the result only
     generated = ProtectionResult(after, face, 0.2, budget=Budget.measure("linf", 8, pixels, after))
     assert "**1 face(s) protected** with `generator` at L-inf 8/255 (used 2)" in GeneratorProtection().describe(
         generated
@@ -154,15 +165,16 @@ def test_one_face_box_policy_tensor_convention_and_weights_loader():
     """boxes.grow covers the grown box (outwards, clipped), boxes.largest picks by area; photos go
     to (1, 3, H, W) tensors and back unchanged; every trained network loads through one reader."""
     from faceshield import weights
-    from faceshield.boxes import grow, largest
+    from faceshield.boxes import face_region, grow, largest
     from faceshield.protections.apf import load_apf
     from faceshield.protections.ddm import load_codecs
-    from faceshield.protections.obfuscation import face_region
     from faceshield.tensors import to_tensor, to_uint8
 
     assert grow((10.5, 20.5, 30.5, 40.5), 0.1, (100, 100)) == (18, 43, 8, 33)
     assert grow((0, 0, 50, 50), 1.0, (60, 80, 3)) == (0, 60, 0, 80)
     assert face_region((10.5, 20.5, 30.5, 40.5), (100, 100), 0.1) == grow((10.5, 20.5, 30.5, 40.5), 0.1, (100, 100))
+    assert face_region([[10, 10, 20, 20], [50, 40, 60, 60]], (100, 100), 0.5) == (5, 70, 5, 65)  # every box, grown
+    assert face_region(np.zeros((0, 4)), (30, 40, 3), 0.4) == (0, 30, 0, 40)  # no face: the whole image
     assert largest([[0, 0, 10, 10], [0, 0, 30, 5], [5, 5, 25, 25]]) == 2
     pixels = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
     x = to_tensor(pixels)

@@ -6,14 +6,15 @@ import argparse
 import logging
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from faceshield import settings
-from faceshield.protections import METHODS
+from faceshield.protections import REGISTRY
 
 
 def _method_help() -> str:
-    return "methods:\n" + "\n".join(f"  {k:<14} {cls.summary}" for k, cls in METHODS.items())
+    return "methods:\n" + "\n".join(f"  {k:<14} {cls.summary}" for k, cls in REGISTRY.items())
 
 
 def _method(spec: str) -> str:
@@ -26,18 +27,45 @@ def _method(spec: str) -> str:
     return spec
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How the CLI shows a declared option: a flag of its own (shared by every protection that
+    declares the option) and, for one that takes values, their name in --help."""
+
+    flag: str
+    metavar: str = ""
+
+
+# The options with a flag of their own, by option name; any other declared option is reached
+# with --set OPTION=VALUE.
+FLAGS: dict[str, Flag] = {
+    "eps": Flag("--eps"),
+    "steps": Flag("--steps"),
+    "strength": Flag("--strength"),
+    "whole_image": Flag("--whole-image"),
+    "attack": Flag("--attack", "MODEL"),
+    "weights_path": Flag("--weights", "FILE"),
+    "mode": Flag("--mode"),
+    "targets": Flag("--target", "PHOTO"),
+    "margin": Flag("--margin"),
+    "robust": Flag("--robust"),
+    "norm": Flag("--norm"),
+    "model_dropout": Flag("--model-dropout"),
+    "parts": Flag("--parts"),
+    "same_person": Flag("--person-photo", "PHOTO"),
+}
+
+
 def add_protection_options(p) -> None:
-    """The protections' options that declare a flag of their own (--eps, --steps, --attack, ...;
-    one flag per option name, shared by the protections that declare it) and --set for any
-    other declared option (protections.base.Param)."""
+    """The protections' options listed in FLAGS as flags (--eps, --steps, --attack, ...; one flag
+    per option name, shared by the protections that declare it) and --set for any other
+    declared option (protections.spec.Param)."""
     from faceshield.protections import declared
 
     for name, decls in declared().items():
-        flagged = [(key, param) for key, param in decls if param.flag]
-        if flagged:
-            p.add_argument(
-                flagged[0][1].flag, dest=name, default=None, help=_flag_help(flagged), **_kind(flagged[0][1])
-            )
+        if name in FLAGS:
+            flag = FLAGS[name]
+            p.add_argument(flag.flag, dest=name, default=None, help=_flag_help(decls), **_kind(decls[0][1], flag))
     p.add_argument(
         "--set",
         dest="settings",
@@ -50,42 +78,42 @@ def add_protection_options(p) -> None:
     )
 
 
-def _kind(param) -> dict:
+def _kind(param, flag: Flag) -> dict:
     """argparse keywords for a Param's kind."""
-    from faceshield.protections.base import NAMES, PATH, PHOTOS, SUBSET
+    from faceshield.protections.spec import NAMES, PATH, PHOTOS, SUBSET
 
     if param.kind is bool:
         return {"action": "store_true"}
     if param.kind in (int, float):
         return {"type": param.kind}
     if param.kind in (NAMES, PHOTOS):
-        return {"nargs": "+", "metavar": param.metavar or param.name.upper()}
+        return {"nargs": "+", "metavar": flag.metavar or param.name.upper()}
     if param.kind is SUBSET:
         return {"nargs": "+", "choices": list(param.choices)}
     if param.kind is PATH:
-        return {"metavar": param.metavar or "FILE"}
+        return {"metavar": flag.metavar or "FILE"}
     return {"choices": list(param.choices)} if param.choices else {}
 
 
-def _flag_help(flagged) -> str:
-    """'detector-pgd, tip-im: <help> (default ...); blur: ...': the declarations' own words."""
+def _flag_help(decls) -> str:
+    """'detector-pgd, tip-im: <help> (1 to 16; default 8); blur: ...': the declarations' own
+    words, with the range each accepts."""
     groups: dict[tuple[str, str], list[str]] = {}
-    for key, param in flagged:
-        default = "" if param.default is None or param.default is False else param.describe_value(param.default)
-        groups.setdefault((param.help, default), []).append(key)
-    parts = [
-        f"{', '.join(keys)}: {help}" + (f" (default {default})" if default else "")
-        for (help, default), keys in groups.items()
-    ]
+    for key, param in decls:
+        given = param.default is not None and param.default is not False
+        default = f"default {param.describe_value(param.default)}" if given else ""
+        extra = "; ".join(part for part in (param.range_text(), default) if part)
+        groups.setdefault((param.help, extra), []).append(key)
+    parts = [f"{', '.join(keys)}: {help}" + (f" ({extra})" if extra else "") for (help, extra), keys in groups.items()]
     return "; ".join(parts).replace("%", "%%")
 
 
 def protect_options(args) -> dict:
-    """CLI arguments -> protection keyword options (only those given): the declared flags, then
-    --set OPTION=VALUE; target photos are loaded."""
+    """CLI arguments -> protection keyword options (only those given): the flags, then --set
+    OPTION=VALUE; target photos are loaded."""
     from faceshield.images import load_image
     from faceshield.protections import declared
-    from faceshield.protections.base import PHOTOS
+    from faceshield.protections.spec import PHOTOS
 
     options = {}
     for name, decls in declared().items():
@@ -99,45 +127,42 @@ def protect_options(args) -> dict:
     return options
 
 
-def _explicit(methods: list[str], options: dict) -> str | None:
-    """The error for options none of `methods` declares (a protection takes only its own)."""
-    from faceshield.protections import check_options
+def _built(methods: list[str], options: dict):
+    """(the protections `methods` built with `options`, None), or (None, the error for the
+    user): an option none of them declares, or a value one of them refuses."""
+    from faceshield.protections import build, check_options
+    from faceshield.settings import InputError
 
     try:
         check_options(methods, options)
-    except TypeError as exc:
-        return str(exc)
-    return None
+        return [build(method, **options) for method in methods], None
+    except (TypeError, InputError) as exc:
+        return None, str(exc)
 
 
 def _setting(text: str) -> tuple[str, object]:
-    """ "smoothing=0.02" -> ("smoothing", 0.02): the value as a Python literal, else a string."""
-    import ast
+    """--set's OPTION=VALUE (protections.spec.parse_setting)."""
+    from faceshield.protections.spec import parse_setting
 
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected OPTION=VALUE, got {text!r}")
     try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
+        return parse_setting(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_protect(args) -> int:
     from faceshield.engine import check_same_person, make_plan, run_plain
-    from faceshield.protections import build
     from faceshield.settings import InputError
 
     if args.engine != "ray" and (ray_only := [f for f, v in _ray_flags(args).items() if v is not None]):
         print(f"{', '.join(ray_only)}: only with --engine ray", file=sys.stderr)
         return 2
-    options = protect_options(args)
-    if error := _explicit([args.method], options):
+    built, error = _built([args.method], protect_options(args))
+    if error is not None:
         print(error, file=sys.stderr)
         return 2
+    (protection,) = built
     try:
-        protection = build(args.method, **options)
         if args.group_same_person:
             check_same_person(type(protection))
         plan = make_plan(args.inputs, Path(args.output), args.manifest, args.force, args.group_same_person)
@@ -173,19 +198,18 @@ def _ray_flags(args) -> dict:
 
 
 def cmd_bench_scale(args) -> int:
-    from faceshield.protections import build
     from faceshield.ray_engine import bench_scale, scale_table
     from faceshield.settings import InputError
 
-    options = protect_options(args)
-    if error := _explicit([args.method], options):
+    built, error = _built([args.method], protect_options(args))
+    if error is not None:
         print(error, file=sys.stderr)
         return 2
     try:
         results = bench_scale(
             Path(args.source),
             args.method,
-            build(args.method, **options),
+            built[0],
             args.workers,
             address=args.address,
             cpus_per_worker=args.cpus_per_worker,
@@ -201,7 +225,7 @@ def cmd_bench_scale(args) -> int:
 
 def cmd_bench(args) -> int:
     options = protect_options(args)
-    if error := _explicit(args.methods, options):
+    if (error := _built(args.methods, options)[1]) is not None:
         print(error, file=sys.stderr)
         return 2
     from faceshield.bench.docs import checkout, record

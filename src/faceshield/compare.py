@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceshield import models
+from faceshield.boxes import face_region
 from faceshield.images import load_image
-from faceshield.protections import METHODS
-from faceshield.protections.base import check_stop
-from faceshield.service import ProtectionUnavailable, Tally, Verdict, face_view, protect_and_judge
+from faceshield.protections import REGISTRY
+from faceshield.protections.cancel import time_up
+from faceshield.service import VIEW_MARGIN, ProtectionUnavailable, Tally, Verdict, face_view, protect_and_judge
 from faceshield.settings import InputError
-from faceshield.visualize import face_region
 
 # One forward pass or a filter each (a second or two on a CPU); the iterative attacks take
 # tens of seconds each (README, docs/benchmarks.md).
@@ -123,19 +123,19 @@ def compare(
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> Comparison:
     """Protect the photo `source` (path/bytes/array) with each of `methods` (keys of
-    protections.METHODS, default settings and budget `eps`) in turn and judge each result.
+    protections.REGISTRY, default settings and budget `eps`) in turn and judge each result.
 
     The faces are found once and given to every protection, and the detectors' view of the
     original is computed once. on_progress(i, n, method) is called before each protection.
     A protection that cannot run here (weights, too many faces) gets a row saying why; the
     request's time limit (protections.base.stop_when) ends the run early with a notice."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in REGISTRY]
     if unknown or not methods:
-        raise InputError(f"Choose protections among: {', '.join(METHODS)}.")
+        raise InputError(f"Choose protections among: {', '.join(REGISTRY)}.")
     loaded = load_image(source)
     pixels = loaded.pixels
     faces = models.find_faces(pixels)
-    region = face_region(pixels.shape, faces.boxes)
+    region = face_region(faces.boxes, pixels.shape, VIEW_MARGIN)
     comparison = Comparison(face_view(pixels, region), [], list(loaded.notices))
     if not len(faces):
         comparison.notices.append("No face found: every protection leaves this photo unchanged.")
@@ -143,9 +143,9 @@ def compare(
     for i, method in enumerate(methods):
         if on_progress is not None:
             on_progress(i, len(methods), method)
-        late = check_stop(i)  # Cancelled when the request was cancelled
+        late = time_up()  # Cancelled when the request was cancelled
         if late:
-            comparison.notices.append(late + f" Not run: {', '.join(methods[i:])}.")
+            comparison.notices.append(f"Stopped after {i} protections: {late}. Not run: {', '.join(methods[i:])}.")
             break
         try:
             judged = protect_and_judge(pixels, method, faces=faces, before=before, eps=eps)

@@ -15,7 +15,8 @@ from faceshield import models
 from faceshield.boxes import largest
 from faceshield.metrics import box_iou, image_quality
 from faceshield.models import Detections
-from faceshield.protections.base import check_cancelled, merge_faces
+from faceshield.protections.base import merge_faces
+from faceshield.protections.cancel import check_cancelled
 
 DEFAULT_DETECTORS = models.names(kind="detector", slow=False)
 DEFAULT_RECOGNISERS = models.names(kind="recogniser")

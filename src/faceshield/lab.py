@@ -18,7 +18,7 @@ import numpy as np
 from faceshield import models
 from faceshield.images import thumbnail
 from faceshield.metrics import image_quality
-from faceshield.protections import METHODS, build
+from faceshield.protections import REGISTRY, build
 
 LAB_DETECTORS = ("mtcnn", "centerface", "dlib-hog")
 LAB_RECOGNISERS = ("dlib-resnet", "facenet", "sface")
@@ -26,7 +26,7 @@ LAB_RECOGNISERS = ("dlib-resnet", "facenet", "sface")
 
 def lab_methods() -> tuple[str, ...]:
     """The protections the lab can step through: those that report every iterate (traceable)."""
-    return tuple(key for key, cls in METHODS.items() if cls.traceable)
+    return tuple(key for key, cls in REGISTRY.items() if cls.traceable)
 
 
 @dataclass
@@ -81,7 +81,7 @@ def trace_attack(
     for det in dets.values():
         trace.kinds[det.name] = "face confidence"
         trace.scores[det.name] = [_face_score(det, full[i], result.faces) for i in picks]
-    if METHODS[method].hides == "identity" and len(result.faces):
+    if REGISTRY[method].hides == "identity" and len(result.faces):
         box = result.faces.boxes[0]
         recs, _ = models.available(list(LAB_RECOGNISERS))
         for rec in recs.values():

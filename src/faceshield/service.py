@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from faceshield import models, settings
+from faceshield.boxes import face_region
 from faceshield.evaluation import DEFAULT_DETECTORS, Evaluation, evaluate
 from faceshield.images import load_image, save_png, thumbnail
-from faceshield.protections import METHODS, ProtectionResult, build, declared, method_key
+from faceshield.protections import REGISTRY, ProtectionResult, build, declared, method_key
 from faceshield.protections.base import PHOTOS
 from faceshield.settings import InputError
-from faceshield.visualize import amplified_perturbation, crop, draw_detections, enlarge, face_region
+from faceshield.visualize import amplified_perturbation, crop, draw_detections, enlarge
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def protect_and_judge(
     (default: the protection finds them); `before`: cached detections on the original, by key.
     Raises InputError when the photo has more faces than an iterative attack may take
     (settings.MAX_FACES), ProtectionUnavailable when the method's weights do not load."""
-    if METHODS[method_key(method)].per_face_cost:  # the attacks' cost grows with the faces
+    if REGISTRY[method_key(method)].per_face_cost:  # the attacks' cost grows with the faces
         found = len(faces if faces is not None else models.find_faces(pixels))
         if found > settings.MAX_FACES:
             raise InputError(
@@ -323,7 +324,8 @@ def protect_photo(
     )
     if result.parts and len(result.faces):
         summary += "\n\n" + apf_parts_table(loaded.pixels, result)
-    region = face_region(loaded.pixels.shape, result.faces.boxes if len(result.faces) else ev.faces.boxes)
+    boxes = result.faces.boxes if len(result.faces) else ev.faces.boxes
+    region = face_region(boxes, loaded.pixels.shape, VIEW_MARGIN)
     return PageResult(
         loaded.pixels,
         result.pixels,
@@ -339,6 +341,9 @@ def protect_photo(
         judged.verdict,
         notices,
     )
+
+
+VIEW_MARGIN = 0.4  # the faces' region the page shows big: each box grown by this x its size per side
 
 
 def face_view(pixels: np.ndarray, region: tuple[int, int, int, int] | None = None) -> np.ndarray:

@@ -58,8 +58,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Knob:
-    """A numeric input of the web page: the closed range it accepts and its name in messages.
-    The page's controls are built from these bounds and every callback checks them."""
+    """A closed range of numbers and the input's name in messages: a declared option's range
+    (protections.spec.Param.knob), narrowed where the page bounds a web request (page.py)."""
 
     label: str
     low: float
@@ -85,13 +85,6 @@ class Knob:
 # Upper bounds of the compute a request may ask for (iterations of one attack).
 MAX_STEPS: int = _int("FACESHIELD_MAX_STEPS", 300)
 LAB_MAX_STEPS: int = _int("FACESHIELD_LAB_MAX_STEPS", 100)
-
-# The Attack lab's numeric inputs. The Protect page's (budget, iterations, an obfuscation's
-# strength) are declared with each protection (protections.base.Param: page_low/page_high).
-KNOBS: dict[str, Knob] = {
-    "lab_eps": Knob("The lab's budget (grey levels of 255)", 1, 16),
-    "lab_steps": Knob("The lab's iterations", 5, LAB_MAX_STEPS, integer=True),
-}
 
 
 def device():

@@ -31,27 +31,11 @@ def amplified_perturbation(original: np.ndarray, protected: np.ndarray, gain: fl
     return np.clip(128.0 + diff * gain, 0, 255).astype(np.uint8)
 
 
-def face_region(shape: tuple, boxes: np.ndarray, margin: float = 0.4) -> tuple[int, int, int, int]:
-    """The x0, y0, x1, y1 pixel box around every face box (x1y1x2y2) in an image of `shape`,
-    widened by `margin` x the largest face's size on each side: the part of a photo worth
-    showing big. The whole image when there are no boxes."""
-    h, w = shape[:2]
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    if not len(boxes):
-        return 0, 0, w, h
-    pad = margin * float(np.max(boxes[:, 2:] - boxes[:, :2]))
-    x0, y0 = np.maximum(boxes[:, :2].min(0) - pad, 0)
-    x1, y1 = np.minimum(boxes[:, 2:].max(0) + pad, (w, h))
-    x0, y0, x1, y1 = int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
-    if x1 <= x0 or y1 <= y0:  # boxes outside the image
-        return 0, 0, w, h
-    return x0, y0, x1, y1
-
-
 def crop(pixels: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
-    """pixels[y0:y1, x0:x1] of an x0, y0, x1, y1 region, as a contiguous copy."""
-    x0, y0, x1, y1 = region
-    return np.ascontiguousarray(pixels[y0:y1, x0:x1])
+    """pixels[r0:r1, c0:c1] of a (row0, row1, col0, col1) region (boxes.face_region), as a
+    contiguous copy."""
+    r0, r1, c0, c1 = region
+    return np.ascontiguousarray(pixels[r0:r1, c0:c1])
 
 
 def enlarge(pixels: np.ndarray, min_side: int = 320) -> np.ndarray:

@@ -24,8 +24,6 @@ from faceshield.bench.transfer import run_transfer_bench
 from faceshield.bench.views import ATTACKER_VIEWS
 from faceshield.bench.zoo import run_zoo_bench
 
-_label = label  # the name tests/test_protections.py imports
-
 __all__ = [
     "ATTACKER_VIEWS",
     "format_identity_table",

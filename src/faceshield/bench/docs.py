@@ -10,11 +10,11 @@ page is up to date.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import subprocess
 from pathlib import Path
 
+from faceshield.bench.records import KINDS, Record, load_all
 from faceshield.bench.report import (
     format_identity_table,
     format_sweep_table,
@@ -28,33 +28,28 @@ PAGE = Path("docs/benchmarks.md")
 TEMPLATE = Path("docs/benchmarks.template.md")  # the fixed text, with a marker where each kind's tables go
 MARKER = re.compile(r"^<!-- results: ([a-z]+) -->\n", re.M)
 
-FORMATTERS = {
-    "zoo": format_zoo_table,
-    "detection": format_table,
-    "transfer": format_transfer_table,
-    "identity": format_identity_table,
-    "sweep": format_sweep_table,
-}
+FORMATTERS = dict(
+    zip(KINDS, (format_zoo_table, format_table, format_transfer_table, format_identity_table, format_sweep_table))
+)
 
 
 def record(
     kind: str, results: dict, path: Path, command: str, note: str | None = None, commit: str | None = None
-) -> dict:
+) -> Record:
     """Save a bench run's results with what produced them, for the generated page. commit:
     checkout() as it was when the run started (default: now)."""
     import torch
 
-    rec = {
-        "bench": kind,
-        "command": command,
-        "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": checkout() if commit is None else commit,
-        "threads": torch.get_num_threads(),
-        "note": note or "",
-        "results": results,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, indent=1) + "\n")
+    rec = Record(
+        bench=kind,
+        command=command,
+        measured=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=checkout() if commit is None else commit,
+        threads=torch.get_num_threads(),
+        note=note or "",
+        results=results,
+    )
+    rec.save(path)
     return rec
 
 
@@ -73,11 +68,6 @@ def checkout() -> str:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
-def load_records(results_dir: Path) -> dict[str, dict]:
-    """{file stem: record} of every *.json in results_dir, by name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
-
-
 KIND_TITLES = {
     "zoo": "Every model on the clean photos",
     "detection": "Detection",
@@ -87,33 +77,32 @@ KIND_TITLES = {
 }
 
 
-def _title(rec: dict) -> str:
+def _title(rec: Record) -> str:
     """The record's own title, or its kind and methods."""
-    if rec.get("title"):
-        return rec["title"]
-    methods = list(rec["results"].get("methods", {}))
-    kind = KIND_TITLES[rec["bench"]]
-    return f"{kind}: {', '.join(methods)}" if methods else kind
+    if rec.title:
+        return rec.title
+    kind = KIND_TITLES[rec.bench]
+    return f"{kind}: {', '.join(rec.methods)}" if rec.methods else kind
 
 
-def _section(name: str, rec: dict) -> str:
-    how = f"Measured {rec['measured']}"
-    if rec.get("commit"):
-        how += f" at commit {rec['commit']}"
-    how += f", {rec['threads']} torch thread{'s' if rec['threads'] != 1 else ''}"
-    if rec.get("note"):
-        how += f"; {rec['note']}"
+def _section(name: str, rec: Record) -> str:
+    how = f"Measured {rec.measured}"
+    if rec.commit:
+        how += f" at commit {rec.commit}"
+    how += f", {rec.threads} torch thread{'s' if rec.threads != 1 else ''}"
+    if rec.note:
+        how += f"; {rec.note}"
     return "\n".join(
         [
             f"### {_title(rec)}",
             "",
             "```bash",
-            rec["command"],
+            rec.command,
             "```",
             "",
             f"{how}. Raw results: [results/{name}.json](results/{name}.json).",
             "",
-            FORMATTERS[rec["bench"]](rec["results"]).rstrip("\n"),
+            FORMATTERS[rec.bench](rec.results).rstrip("\n"),
             "",
         ]
     )
@@ -122,16 +111,13 @@ def _section(name: str, rec: dict) -> str:
 def render(results_dir: Path = RESULTS_DIR, template: Path = TEMPLATE) -> str:
     """The page: the template's fixed text, each `<!-- results: KIND -->` line replaced by that
     kind's records (by file name) rendered with the bench's own table formatter."""
-    records = load_records(results_dir)
-    unknown = {n: r.get("bench") for n, r in records.items() if r.get("bench") not in FORMATTERS}
-    if unknown:
-        raise ValueError(f"records of no known bench kind ({', '.join(FORMATTERS)}): {unknown}")
+    records = load_all(results_dir)
 
     def results(match: re.Match) -> str:
         kind = match.group(1)
         if kind not in FORMATTERS:
             raise ValueError(f"{template}: no bench kind '{kind}' (known: {', '.join(FORMATTERS)})")
-        mine = [_section(n, r) for n, r in records.items() if r["bench"] == kind]
+        mine = [_section(n, r) for n, r in records.items() if r.bench == kind]
         return "\n".join(mine) if mine else "No recorded run yet.\n"
 
     return MARKER.sub(results, Path(template).read_text())
@@ -142,7 +128,7 @@ FRONTIER = Path("docs/identity-frontier.png")
 FRONTIER_RECORDS = ("identity-recipe-*", "identity-budgets-*")
 
 
-def frontier_points(records: dict[str, dict]) -> dict[str, list[tuple[float, float]]]:
+def frontier_points(records: dict[str, Record]) -> dict[str, list[tuple[float, float]]]:
     """{method label: [(PSNR median, black-box mean PSR), ...]} from the recorded identity runs
     and budget sweeps named by FRONTIER_RECORDS: the points of the privacy-against-visibility plot."""
     from fnmatch import fnmatch
@@ -151,7 +137,7 @@ def frontier_points(records: dict[str, dict]) -> dict[str, list[tuple[float, flo
     for name, rec in records.items():
         if not any(fnmatch(name, pattern) for pattern in FRONTIER_RECORDS):
             continue
-        runs = [r["results"] for r in rec["results"]["rows"]] if rec["bench"] == "sweep" else [rec["results"]]
+        runs = [r["results"] for r in rec.results["rows"]] if rec.bench == "sweep" else [rec.results]
         for run in runs:
             for method, res in run.get("methods", {}).items():
                 black = [r["psr"] for r in res["recognisers"].values() if not r["white_box"]]
@@ -160,7 +146,7 @@ def frontier_points(records: dict[str, dict]) -> dict[str, list[tuple[float, flo
     return points
 
 
-def plot_frontier(records: dict[str, dict], out: Path = FRONTIER) -> Path | None:
+def plot_frontier(records: dict[str, Record], out: Path = FRONTIER) -> Path | None:
     """docs/identity-frontier.png: black-box PSR against PSNR, one line per method label."""
     import matplotlib
 
@@ -194,7 +180,8 @@ def main(results_dir: Path = RESULTS_DIR, out: Path = PAGE, check: bool = False,
         print(f"{out} is up to date")
         return 0
     out.write_text(text)
-    print(f"wrote {out} from {len(load_records(results_dir))} records in {results_dir}")
-    if plotted := plot_frontier(load_records(results_dir), out.parent / FRONTIER.name):
+    records = load_all(results_dir)
+    print(f"wrote {out} from {len(records)} records in {results_dir}")
+    if plotted := plot_frontier(records, out.parent / FRONTIER.name):
         print(f"wrote {plotted}")
     return 0

@@ -14,11 +14,11 @@ from faceshield.bench.data import pairs_per_person, people_of, read_pairs
 from faceshield.bench.method import build_method, label
 from faceshield.bench.report import format_identity_table, save
 from faceshield.bench.views import ATTACKER_VIEWS, degradations
+from faceshield.boxes import face_region
 from faceshield.evaluation import DEFAULT_RECOGNISERS, identity_leakage
 from faceshield.images import load_image
 from faceshield.metrics import image_quality
 from faceshield.models import Detections
-from faceshield.protections.obfuscation import face_region
 
 
 def run_identity_bench(
@@ -108,7 +108,7 @@ def run_identity_bench(
             )
         degraded = {a: degradations(protected[a], boxes[a]) for a in {a for a, _ in pairs}}  # PSR's photos only
         recovery = _recovery(protection, photos, protected, boxes) if protection.reversible else None
-        target_emb = _target_embeddings(recs) if any(used.values()) else {}
+        target_emb = _target_embeddings(recs, getattr(protection, "targets", None)) if any(used.values()) else {}
         per_rec = {}
         for k, r in recs.items():
 
@@ -194,7 +194,7 @@ def _recovery(protection, photos, protected, boxes) -> dict:
     face region (PSNR/SSIM of decrypted vs original region), and whether recognisers match it."""
     rows, rec = [], models.load("dlib-resnet")
     for a, pixels in protected.items():
-        r0, r1, c0, c1 = face_region(boxes[a], pixels.shape)
+        r0, r1, c0, c1 = face_region(boxes[a], pixels.shape, protection.face_margin)
         restored = pixels.copy()
         restored[r0:r1, c0:c1] = protection.decrypt(np.ascontiguousarray(pixels[r0:r1, c0:c1]))
         q = image_quality(photos[a][r0:r1, c0:c1], restored[r0:r1, c0:c1])
@@ -207,11 +207,13 @@ def _recovery(protection, photos, protected, boxes) -> dict:
     }
 
 
-def _target_embeddings(recs: dict) -> dict[str, list[np.ndarray]]:
-    """{recogniser key: [embedding of each built-in target identity]} (None when no face)."""
+def _target_embeddings(recs: dict, targets=None) -> dict[str, list[np.ndarray]]:
+    """{recogniser key: [embedding of each target identity]} (None when no face): the target
+    photos the protection was given (`targets`, as --target gives them), else the built-in ones
+    (what TIP-IM's targets_used indexes into)."""
     from faceshield.protections.tip_im import builtin_target_photos
 
-    targets = builtin_target_photos()
+    targets = builtin_target_photos() if targets is None else targets
     faces = [models.largest_face(t) for t in targets]
     return {
         k: [r.embed(t, box) if box is not None else None for t, box in zip(targets, faces)] for k, r in recs.items()

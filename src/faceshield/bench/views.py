@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from faceshield.boxes import face_region
 from faceshield.images import pil_open
-from faceshield.protections.obfuscation import face_region
+from faceshield.protections.obfuscation import REGION_MARGIN
 
 
 def degradations(pixels: np.ndarray, box: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -27,7 +28,7 @@ def degradations(pixels: np.ndarray, box: np.ndarray) -> dict[str, tuple[np.ndar
 def stretched(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
     """What an attacker does first to a flat-looking face region: stretch each channel's 1-99th
     percentile to the full range (a faint face hidden in a flat colour shows again)."""
-    r0, r1, c0, c1 = face_region(box, pixels.shape)
+    r0, r1, c0, c1 = face_region(box, pixels.shape, REGION_MARGIN)
     out = pixels.copy()
     region = pixels[r0:r1, c0:c1].astype(np.float32)
     if region.size:
@@ -39,7 +40,7 @@ def stretched(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
 def face_only(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The face region alone on mid-grey: hair, clothes and background (which an obfuscation of
     the face leaves, and which let photos of one shoot find each other) are gone."""
-    r0, r1, c0, c1 = face_region(box, pixels.shape)
+    r0, r1, c0, c1 = face_region(box, pixels.shape, REGION_MARGIN)
     out = np.full_like(pixels, 128)
     out[r0:r1, c0:c1] = pixels[r0:r1, c0:c1]
     return out

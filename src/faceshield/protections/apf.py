@@ -178,8 +178,6 @@ class APF(Protection):
             "which of its three parts to use: gradient, transfer, uap",
             kind=SUBSET,
             choices=PARTS,
-            flag="--parts",
-            tag="{value}",
         ),
         Param(
             "probe_steps",

@@ -170,18 +170,20 @@ class DDMEncryption(_Obfuscation):
     summary = "learned encryption of the face regions that maximises the distribution discrepancy (DDM)"
     reversible = True
     params = (
-        Param("strength", 1.0, "ignored (the encryption is all or nothing)", flag="--strength", tag=""),
+        Param("strength", 1.0, "ignored (the encryption is all or nothing)"),
         Param(
             "variant",
             "paper",
             "which trained encryption: 'paper' (the paper's objective alone, weights/ddm-paper.safetensors) or "
             "'identity' (plus terms against identity, weights/ddm.safetensors; leaks more to the adaptive attacker)",
             choices=tuple(VARIANTS),
-            tag="variant {value}",
         ),
         *_COMMON,
         WEIGHTS,
     )
+
+    def setting(self) -> str:
+        return ""  # its strength is ignored
 
     def load_weights(self) -> None:
         load_codecs(self.weights_path, self.variant)

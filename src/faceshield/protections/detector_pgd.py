@@ -90,9 +90,7 @@ class DetectorPGD(Protection):
             "budget ladder: while an attacked detector still finds a face after the steps at eps, go on at "
             "larger budgets up to this one (grey levels; at or below eps: no ladder)",
             low=0,
-            high=255,
-            page_high=EPS.page_high,
-            tag="ladder to {value}",
+            high=EPS.high,
         ),
         Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
         Param(

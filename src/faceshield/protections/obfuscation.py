@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from faceshield import models
-from faceshield.boxes import grow
+from faceshield.boxes import face_region
 from faceshield.models import Detections
 from faceshield.protections.base import (
     EPS,
@@ -35,35 +35,13 @@ from faceshield.protections.base import (
 FACE_FINDERS = ("mtcnn", "dlib-hog", "haar")
 
 
-def face_region(box, shape: tuple[int, ...], margin: float = 0.1) -> tuple[int, int, int, int]:
-    """(row0, row1, col0, col1) that an obfuscation covers: the x1y1x2y2 box grown by `margin`
-    x its size per side, clipped to an image of `shape` (H, W, ...) (boxes.grow)."""
-    return grow(box, margin, shape)
-
+REGION_MARGIN = 0.1  # how far an obfuscation grows a face box by default (x its size per side)
 
 _COMMON = (
     WHOLE_IMAGE,
-    FACE_MARGIN.but(default=0.1, help="how far each face box is grown (x its size per side)"),
+    FACE_MARGIN.but(default=REGION_MARGIN, help="how far each face box is grown (x its size per side)"),
     Param("finders", FACE_FINDERS, "the detectors whose faces are obscured (their union)", kind=NAMES),
 )
-
-
-def _strength(default, help: str, label: str, what: str, page: tuple[float, float], low: float = 0, **more) -> Param:
-    """An obfuscation's own strength, shown on the page (its range there: `page`)."""
-    return Param(
-        "strength",
-        default,
-        help,
-        low=low,
-        flag="--strength",
-        group="main",
-        label=label,
-        what=what,
-        page_low=page[0],
-        page_high=page[1],
-        tag="",
-        **more,
-    )
 
 
 class _Obfuscation(Protection):
@@ -97,6 +75,9 @@ class _Obfuscation(Protection):
             info["strength"] = self.strength
         return ProtectionResult(out, faces, time.perf_counter() - start, info, notices, budget=self.budget(pixels, out))
 
+    def setting(self) -> str:
+        return f"strength {self.strength:g}" if self.param("strength") is not None else ""
+
     def budget(self, before: np.ndarray, after: np.ndarray) -> Budget | None:
         """A visible obfuscation has no perturbation budget."""
         return None
@@ -112,15 +93,9 @@ class GaussianBlur(_Obfuscation):
     key, title = "blur", "Obfuscate: Gaussian blur"
     summary = "Gaussian blur of the face regions (strength: sigma as % of face size)"
     # Blur time grows linearly with sigma (its kernel is ~6 sigma wide): on a 2048 px region 8%
-    # took 11 s and 25% took 63 s on one busy core, so the page stops at 20.
+    # took 11 s and 25% took 63 s on one busy core, so the page stops at 20 (page.CONTROLS).
     params = (
-        _strength(
-            8.0,
-            "Gaussian sigma as a percentage of the face size",
-            "Blur: sigma as % of the face size (more = stronger)",
-            "Blur strength (sigma, % of the face size)",
-            (1, 20),
-        ),
+        Param("strength", 8.0, "Gaussian sigma as a percentage of the face size", low=0),
         *_COMMON,
     )
 
@@ -136,14 +111,7 @@ class Pixelate(_Obfuscation):
     key, title = "pixelate", "Obfuscate: pixelate"
     summary = "pixelation of the face regions (strength: blocks across the face)"
     params = (  # beyond 64 blocks pixelation hides little
-        _strength(
-            8,
-            "number of blocks across the face (fewer = coarser)",
-            "Pixelate: blocks across the face (fewer = coarser)",
-            "Pixelate strength (blocks across the face)",
-            (1, 64),
-            low=1,
-        ),
+        Param("strength", 8, "number of blocks across the face (fewer = coarser)", low=1),
         *_COMMON,
     )
 
@@ -165,9 +133,7 @@ class SolidMask(_Obfuscation):
     key, title = "mask", "Obfuscate: solid mask"
     summary = "solid grey box over the face regions (strength: fill grey level)"
     params = (
-        _strength(
-            128.0, "grey level of the fill", "Mask: fill grey level (0-255)", "Mask grey level", (0, 255), high=255
-        ),
+        Param("strength", 128.0, "grey level of the fill", low=0, high=255),
         *_COMMON,
     )
 

@@ -86,7 +86,6 @@ class TIPIM(Protection):
     summary = "adversarial identity mask against differentiable recognisers, dodging or targeted (Yang et al.)"
     attacks = tuple(models.names(kind="recogniser", differentiable=True))
     hides, per_face_cost, traceable = "identity", True, True
-    identity = "Identity mask (TIP-IM)"  # the page's heading for its options
     params = (
         EPS.but(
             help="budget in grey levels: the L-inf bound, or with norm l2 the RMS change over the face "
@@ -101,12 +100,6 @@ class TIPIM(Protection):
             "dodging",
             "dodging (just do not match) or targeted (match a target identity)",
             choices=("dodging", "targeted"),
-            flag="--mode",
-            group=identity,
-            label="Identity goal",
-            what="The identity goal",
-            choice_labels=("Dodging: just do not match", "Targeted: look like a target identity"),
-            tag="{value}",
         ),
         Param(
             "targets",
@@ -114,12 +107,6 @@ class TIPIM(Protection):
             "targeted: photos of target identities, one face each (the largest); default: the faces in "
             "the example photos shipped by installed packages",
             kind=PHOTOS,
-            flag="--target",
-            metavar="PHOTO",
-            group=identity,
-            label="Target identities (photos; default: built-in faces of example photos)",
-            what="target identity photos",
-            tag="",
         ),
         Param(
             "margin",
@@ -129,8 +116,6 @@ class TIPIM(Protection):
             "models' thresholds is what transfers to recognisers never attacked, at the same L-inf "
             "budget but more steps)",
             low=0,
-            flag="--margin",
-            tag="margin {value}",
         ),
         Param(
             "target_margin",
@@ -147,11 +132,6 @@ class TIPIM(Protection):
             "robust",
             False,
             "expectation over JPEG re-compression and down-scaling to 0.5x, to survive re-compression (slower)",
-            flag="--robust",
-            group=identity,
-            label="Survive JPEG re-compression and resizing (slower)",
-            what="Survive JPEG re-compression",
-            tag="robust",
         ),
         Param(
             "norm",
@@ -159,11 +139,6 @@ class TIPIM(Protection):
             "linf, or l2, the paper's other budget: an L2 ball lets the mask put more change where it "
             "matters and less elsewhere",
             choices=("linf", "l2"),
-            flag="--norm",
-            group=identity,
-            label="What the strength bounds",
-            choice_labels=("Max change per pixel (L-inf)", "Average (RMS) change over the faces (L2)"),
-            tag="L2 {eps}",
         ),
         Param("insert_every", 10, "greedy insertion of a target identity is considered every this many steps", low=1),
         FACE_MARGIN.but(default=0.1),
@@ -177,8 +152,6 @@ class TIPIM(Protection):
             "convolution output of the attacked recognisers during the attack (DFANet; 0: off)",
             low=0,
             high=0.99,
-            flag="--model-dropout",
-            tag="model dropout {value}",
         ),
         Param(
             "smoothing",
@@ -193,19 +166,12 @@ class TIPIM(Protection):
             "other photos of the same person (one face each, the largest): the mask moves the face away from "
             "everything they span at every attacked recogniser, not only from this photo (OPOM)",
             kind=PHOTOS,
-            flag="--person-photo",
-            metavar="PHOTO",
-            group=identity,
-            label="Other photos of the same person (optional: protects against being linked to them)",
-            what="same-person photos",
-            tag="person set",
         ),
         Param(
             "hull",
             "convex",
             "the region of the person's embeddings to leave: convex (their convex hull) or centre (their mean)",
             choices=HULLS,
-            tag="hull {value}",
         ),
         Param(
             "views",
@@ -220,7 +186,6 @@ class TIPIM(Protection):
             "the attack runs on a copy of each face scaled down to this size (px) and up-samples the mask: "
             "the scale recognisers see, the same cost at any photo size (0: the photo's resolution)",
             low=0,
-            tag="work {value} px",
         ),
         Param(
             "align_jitter",
@@ -228,14 +193,12 @@ class TIPIM(Protection):
             "expectation over alignments: a random rotation (8 deg), scale (8%) and shift (4%) of each "
             "recogniser's landmarks per step, times this (0: off)",
             low=0,
-            tag="align {value}",
         ),
         Param(
             "surrogates_per_step",
             2,
             "attack a random subset of this many recognisers per step (0: all; fewer: cheaper steps)",
             low=0,
-            tag="{value} per step",
         ),
         Param(
             "validate_with",
@@ -243,7 +206,6 @@ class TIPIM(Protection):
             "held-back recognisers (registry keys) never attacked but judged at each check: the attack goes on "
             "until they also miss by a margin",
             kind=NAMES,
-            tag="validated by {value}",
         ),
         Param(
             "perceptual",
@@ -252,7 +214,6 @@ class TIPIM(Protection):
             "skin and kept on texture (0: a uniform L-inf budget)",
             low=0,
             high=1,
-            tag="perceptual {value}",
         ),
     )
 

@@ -74,7 +74,7 @@ def face_regions(photos: list[torch.Tensor], size: int, margin: float = 0.1):
     import torch.nn.functional as F
 
     from faceshield import models
-    from faceshield.protections.obfuscation import face_region
+    from faceshield.boxes import face_region
 
     for photo in photos:
         pixels = photo.permute(1, 2, 0).numpy()
