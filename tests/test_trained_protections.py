@@ -58,18 +58,13 @@ def test_apf_full_filter_moves_the_identity(photos):
 
 @pytest.mark.parametrize("side", [160, 1024])
 def test_apf_hides_a_small_and_a_large_face(photos, side):
-    """The same face at a web thumbnail's size (about 55 px across: worked on at the photo's
-    own resolution) and at a large portrait's (about 350 px: the 192 px crop, its perturbation
-    up-sampled): both times FaceNet, which the device probes and the networks were trained
-    against, no longer matches it to the clean photo."""
+    """The same face at a web thumbnail's size (about 55 px across) and at a large portrait's
+    (about 350 px): both times FaceNet, which the device probes and the networks were trained
+    against, no longer matches it to the clean photo (the speed is the bench's to measure)."""
     from PIL import Image
 
     pixels = np.asarray(Image.fromarray(photos["astronaut"]).resize((side, side), Image.Resampling.LANCZOS))
     result = build("apf")(pixels)
-    working = int(result.info["server_receives"].split("x")[0].split()[-1])
-    assert (working < 192) if side == 160 else (working == 192)
-    # a loose bound (a shared 2-core machine can be 20x slower than idle); the bench measures speed
-    assert result.info["seconds_end"] + result.info["seconds_server"] < 60
     assert image_quality(pixels, result.pixels)["linf"] <= 8
     (box,) = result.faces.boxes[:1]
     rec = models.load("facenet")

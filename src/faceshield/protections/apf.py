@@ -1,12 +1,9 @@
 """APF, the adversarial privacy-preserving filter (Zhang et al., ACM MM 2020; demo MM 2021):
 identity protection split between a weak user device ("end") and a server ("cloud").
 
-Each face is aligned into a working crop (ArcFace 5-point template, zoomed out to keep
-context): 192 px when the face in the photo is at least that resolution (the face then spans
-about 75 px, near the recognisers' own input scale, and the perturbation is up-sampled to the
-face's real size), else at the photo's own resolution (a small face is not up-sampled, so no
-perturbed pixel is lost when the crop goes back onto the photo). Three parts, each switchable,
-added together and clipped to the budget:
+Each face is aligned into a 192 px crop (ArcFace 5-point template, zoomed out to keep
+context; the face spans about 75 px, near the recognisers' own input scale, whatever its size
+in the photo). Three parts, each switchable, added together and clipped to the budget:
 1. Image-specific gradient (end): a few sign-gradient steps of small probe recognisers
    (by default FaceNet and SFace; the weights say which) on the crop, from a random start.
    The device keeps its own perturbation; what leaves the device is the summed gradient,
@@ -16,8 +13,6 @@ added together and clipped to the budget:
    against the ensemble its weights name, on faces of people the benchmarks never judge).
 3. Universal adversarial perturbation (end or server): one image-independent 192 px pattern
    for aligned faces, trained together with the transfer network.
-The transfer network and the universal pattern work at 192 px; on a smaller working crop the
-gradient is up-sampled for the network and their output down-sampled (antialiased) to it.
 The crop-space perturbation is warped back onto the face in the photo (bilinear, so the
 budget holds) and rounded to whole grey levels.
 Trained by `python -m faceshield.train apf`; weights in weights/apf.safetensors (model card:
@@ -27,7 +22,6 @@ weights/README.md).
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
 
@@ -55,7 +49,6 @@ from faceshield.tensors import to_tensor, to_uint8
 
 WEIGHTS_FILE = "apf.safetensors"
 CROP, ZOOM = 192, 0.55  # the aligned crop: 192 px, face at 0.55 x the ArcFace scale
-MIN_CROP = 48  # smallest working crop (a face of about 20 px)
 PROBES = ("facenet", "sface")  # the device's probes when the weights do not name them
 PARTS = ("gradient", "transfer", "uap")
 
@@ -63,15 +56,6 @@ PARTS = ("gradient", "transfer", "uap")
 def crop_transform(points: np.ndarray) -> np.ndarray:
     """crop pixel -> photo pixel (3x3) for a face's 5 ArcFace points."""
     return np.linalg.inv(similarity(points, template(CROP, ZOOM)))
-
-
-def working_transform(points: np.ndarray) -> tuple[np.ndarray, int]:
-    """(working-crop pixel -> photo pixel (3x3), side s) for a face's 5 ArcFace points: the
-    192 px crop, or a smaller one at the photo's own resolution when the face is smaller."""
-    a = crop_transform(points)
-    photo_px = math.sqrt(abs(np.linalg.det(a[:2, :2])))  # photo pixels per crop pixel
-    side = CROP if photo_px >= 1 else max(MIN_CROP, round(CROP * photo_px))
-    return a @ np.diag([CROP / side, CROP / side, 1.0]), side
 
 
 def crop_points(side: int = CROP) -> np.ndarray:
@@ -227,7 +211,7 @@ class APF(Protection):
         t_end = t_server = 0.0
         sides = []
         for box in faces.boxes:
-            a, side = working_transform(points(pixels, box))
+            a, side = crop_transform(points(pixels, box)), CROP
             sides.append(side)
             crop = warp(x0, a, side) / 255.0
             part = {}

@@ -6,15 +6,15 @@ packages ship. Views are made as the protection will meet them: a window around 
 colour-jittered, rotated (pose), maybe mirrored, resized so the face is 60-600 px across (as a
 phone or a web page resizes photos; a small face is never up-sampled more than `--max-upscale`)
 and maybe JPEG-compressed; dlib's points are found on that window and the face is cut into
-APF's working crop exactly as the protection cuts it (192 px, or the photo's own resolution
-for a small face), with a small alignment jitter. The device's side of each view (the probes'
-own perturbation and the gradient it sends) does not depend on what is trained, so it is
-computed once per view: the run starts from a pool of views and adds `--new-views` fresh ones
-every step (the pool is capped at `--pool`, replaced at random), so the networks keep seeing
-new faces, sizes and crops. Each step, for a batch from the pool: the transfer network's
-perturbation from the gradient, plus the universal perturbation, plus the device's own
-perturbation, clipped to the budget and rounded to grey levels; the loss is the dodging loss
-(Recogniser.dodge_loss, the one TIP-IM uses) of every recogniser of the ensemble.
+APF's 192 px crop exactly as the protection cuts it, with a small alignment jitter. The
+device's side of each view (the probes' own perturbation and the gradient it sends) does
+not depend on what is trained, so it is computed once per view: the run starts from a pool
+of views and adds `--new-views` fresh ones every step (the pool is capped at `--pool`,
+replaced at random), so the networks keep seeing new faces, sizes and crops. Each step, for
+a batch from the pool: the transfer network's perturbation from the gradient, plus the
+universal perturbation, plus the device's own perturbation, clipped to the budget and
+rounded to grey levels; the loss is the dodging loss (Recogniser.dodge_loss, the one TIP-IM
+uses) of every recogniser of the ensemble.
 
 Validation is on whole photos the run never trains on (`--val-photos`: package portraits at
 several face sizes, group photos at their own), judged every `--val-every` steps by the
@@ -42,10 +42,10 @@ from faceshield.protections.apf import (
     PROBES,
     WEIGHTS_FILE,
     crop_points,
+    crop_transform,
     probe_gradient,
     transfer_part,
     uap_part,
-    working_transform,
 )
 from faceshield.protections.generator import PerturbationGenerator
 from faceshield.train import data
@@ -218,7 +218,7 @@ class Views:
 
     def sample(self, window: torch.Tensor, box: np.ndarray, jitter_rng=None) -> dict | None:
         pixels = np.ascontiguousarray(window.permute(1, 2, 0).numpy())
-        a, side = working_transform(five_points()(pixels, box))
+        a, side = crop_transform(five_points()(pixels, box)), CROP
         j = np.eye(3) if jitter_rng is None else _jitter(jitter_rng, side)
         crop = warp(window[None].float(), a @ j, side)[0].clamp(0, 255).byte()
         lm = _landmarks(self.recs, crop, j)
