@@ -56,11 +56,11 @@ def colour(pixels) -> tuple:
 
 @pytest.fixture(scope="module", autouse=True)
 def toy():
-    from faceshield.protections import METHODS, register
+    from faceshield.protections import REGISTRY, register
 
     register(Toy)
     yield
-    METHODS.pop(Toy.key, None)
+    REGISTRY.pop(Toy.key, None)
 
 
 @pytest.fixture(scope="session")

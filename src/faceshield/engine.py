@@ -134,7 +134,8 @@ def make_plan(
             )
         targets[target] = path
     earlier = {} if force else read_manifest(manifest)
-    rows, groups = [], {}
+    rows: list = []
+    groups: dict = {}
     for path, person in jobs:
         photo = Photo(path, roots.output(path))
         if not force and Path(photo.output).exists():  # an interrupted run resumes where it stopped
@@ -383,10 +384,10 @@ def run_plain(plan: Plan, method: str, protection, quiet: bool = False) -> Summa
 
 def check_same_person(cls) -> None:
     """InputError unless protections of class `cls` take photos of the same person."""
-    from faceshield.protections import METHODS
+    from faceshield.protections import REGISTRY
 
     if cls.param("same_person") is None:
-        takers = [key for key, c in METHODS.items() if c.param("same_person") is not None]
+        takers = [key for key, c in REGISTRY.items() if c.param("same_person") is not None]
         raise InputError(
             f"--same-person needs a protection that takes other photos of the same person (option same_person); "
             f"{cls.key} does not"

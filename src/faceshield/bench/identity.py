@@ -237,13 +237,13 @@ def run_identity_sweep(
     budgets: once per budget (eps), for curves of black-box PSR against PSNR (`--budgets`).
     pairs_options go to run_identity_bench (limit, per_person, same_person)."""
     from faceshield.bench.report import format_sweep_table
-    from faceshield.protections import METHODS, method_key, spec_options
+    from faceshield.protections import REGISTRY, method_key, spec_options
 
     options = dict(options or {})
     settings: list[tuple[str, dict, dict]] = []  # (row name, options, run_identity_bench keywords)
     if loo:
-        attackers = [m for m in methods if METHODS[method_key(spec_options(m)[0])].attacks]
-        default = options.get("attack") or METHODS[method_key(spec_options(attackers[0])[0])].attacks
+        attackers = [m for m in methods if REGISTRY[method_key(spec_options(m)[0])].attacks]
+        default = options.get("attack") or REGISTRY[method_key(spec_options(attackers[0])[0])].attacks
         default = tuple(models.available(list(default))[0])  # the ones that load here (no Hub offline)
         for key in default:
             settings.append((f"held out: {key}", {**options, "attack": tuple(k for k in default if k != key)}, {}))

@@ -57,7 +57,7 @@ class WorkRegion:
         side = float(max(box[2] - box[0], box[3] - box[1]))
         scale = min(1.0, face_px / side) if face_px and side > 0 else 1.0
         size = (max(1, round((r1 - r0) * scale)), max(1, round((c1 - c0) * scale)))
-        photo_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
+        photo_mask: np.ndarray = np.zeros((r1 - r0, c1 - c0), np.float32)
         m0, m1, n0, n1 = grow(box, margin, (h, w))
         photo_mask[m0 - r0 : m1 - r0, n0 - c0 : n1 - c0] = 1.0
         if scale == 1.0:
