@@ -203,7 +203,7 @@ def test_benchmarks_page_is_rendered_from_the_recorded_results(tmp_path):
     assert detection < page.index("### The noise control") < page.index("| noise | mtcnn | 2 | 100.0% | 50.0% |")
     assert "python -m faceshield bench faces --zoo\n" in page and "at commit abc1234, 1 torch thread; busy." in page
     assert "<!-- results:" not in page
-    assert page.count("No recorded run yet.") == 2  # transfer and identity: nothing recorded here
+    assert page.count("No recorded run yet.") == 3  # transfer, identity and sweeps: nothing recorded here
     _record(results, "odd", "no-such-bench", {})
     with pytest.raises(ValueError, match="no-such-bench"):
         render(results, REPO / "docs" / "benchmarks.template.md")
