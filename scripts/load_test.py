@@ -96,9 +96,15 @@ def judge(got: np.ndarray, mine: np.ndarray, photos: list[tuple[Path, np.ndarray
 
 
 def submit(client, path: Path, method: str, **options):
+    """One /protect request: every argument of the recorded API schema at its default (empty:
+    the protection's own), `options` on top."""
     from gradio_client import handle_file
 
-    return client.submit(image_path=handle_file(str(path)), method=method, **options, api_name="/protect")
+    from faceshield.page import api_schema
+
+    args = {a["name"]: a["default"] for a in api_schema()["arguments"]}
+    args.update(image_path=handle_file(str(path)), method=method, **options)
+    return client.submit(**args, api_name="/protect")
 
 
 @dataclass
