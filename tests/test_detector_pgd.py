@@ -49,7 +49,8 @@ def test_no_face_photo_is_left_unchanged_unless_asked():
 @pytest.mark.slow
 def test_default_hides_a_large_frontal_face(photos):
     """The portrait case: the astronaut at twice her size (a 230 px frontal face filling a
-    1024 px photo), default settings, judged by facenet-pytorch's MTCNN on the saved PNG."""
+    1024 px photo), default settings, judged by facenet-pytorch's MTCNN on the saved PNG; the
+    change stays within the budget the ladder reports having used (8/255 or a rung above)."""
     import cv2
 
     big = cv2.resize(photos["astronaut"], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
@@ -59,7 +60,7 @@ def test_default_hides_a_large_frontal_face(photos):
     result = DetectorPGD()(big)
     downloaded = png_roundtrip(result.pixels)
     assert result.success and len(mtcnn.detect(downloaded)) == 0
-    assert image_quality(big, downloaded)["linf"] <= 8
+    assert image_quality(big, downloaded)["linf"] <= result.budget.eps <= 16
 
 
 def test_a_misspelt_option_is_an_error_and_shared_ones_are_not():

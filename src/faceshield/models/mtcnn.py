@@ -12,7 +12,6 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms, nms
 
 from faceshield import settings
 from faceshield.models.base import Detections, Detector
@@ -35,7 +34,6 @@ class MTCNNDetector(Detector):
         self.threshold = self.thresholds[-1]
         # The loss pushes each candidate below (threshold - margin) in logit space, so that
         # 8-bit rounding of the result cannot lift a face back over the threshold.
-        # max_candidates: the most a step pushes per separate face region (face_loss).
         self.margin, self.max_candidates = margin, max_candidates
         # > 0 adds P-Net's dense term (proposal_loss): no help to a per-image attack on large
         # faces, but a smooth signal over every window for a generator that must learn
@@ -93,16 +91,13 @@ class MTCNNDetector(Detector):
             boxes = self._proposals(img.detach(), region, tau[0])
             if len(boxes):  # keep the candidates that R-Net and O-Net both still accept
                 m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
-                boxes, reg_r, m_r = boxes[m_r > tau[1]], reg_r[m_r > tau[1]], m_r[m_r > tau[1]]
-                keep = nms(boxes, m_r, 0.7)  # as the cascade does before O-Net
-                boxes, reg_r = boxes[keep], reg_r[keep]
+                boxes, reg_r = boxes[m_r > tau[1]], reg_r[m_r > tau[1]]
                 if len(boxes):
                     m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r), 48)
                     alive = (m_o > tau[2]).nonzero()[:, 0]
-                    # The most confident few per step and face (the rest are taken in later
-                    # steps): every face moves at every step, however many there are.
-                    cap = self.max_candidates * max(1, _parts(region))
-                    alive = alive[torch.argsort(m_o[alive], descending=True)[:cap]]
+                    # The most confident few per step: each crop's backward pass costs a
+                    # full-size gradient, and the rest are taken in later steps.
+                    alive = alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates]]
                     boxes = boxes[alive]
         dense = self.proposal_weight * self.proposal_loss(img, region, tau[0]) if self.proposal_weight else 0.0
         if len(boxes) == 0:
@@ -126,18 +121,11 @@ class MTCNNDetector(Detector):
         return total
 
     def _proposals(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> torch.Tensor:
-        """(N, 4) square boxes of P-Net windows centred in `region` with logit margin > tau,
-        thinned as the cascade thins them (non-maximum suppression at IoU 0.5 within a scale,
-        then 0.7 over all): the loss is recomputed every step, so a window suppressed now is
-        judged as soon as the one that suppressed it is pushed out."""
+        """(N, 4) square boxes of P-Net windows centred in `region` with logit margin > tau."""
         _, _, h, w = img.shape
         found = []
-        rows, cols = region.nonzero().unbind(1)
-        if len(rows) == 0:
-            return img.new_zeros(0, 4)
-        # one crop around every face: a P-Net call per face and scale cost more than the pixels
-        areas = [(int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)]
-        for level, s in enumerate(self._scales(h, w)):
+        areas = _region_boxes(region)
+        for s in self._scales(h, w):
             im = F.interpolate(img, size=(int(h * s + 1), int(w * s + 1)), mode="area")
             # P-Net is fully convolutional: a crop of the scaled image gives exactly the windows
             # inside it; even offsets keep them on P-Net's stride-2 grid.
@@ -151,19 +139,14 @@ class MTCNNDetector(Detector):
                 ys = ((torch.arange(margin.shape[0], device=img.device) * 2 + y0 + 6) / s).long().clamp(max=h - 1)
                 xs = ((torch.arange(margin.shape[1], device=img.device) * 2 + x0 + 6) / s).long().clamp(max=w - 1)
                 iy, ix = ((margin > tau) & (region[ys][:, xs] > 0)).nonzero().unbind(1)
-                # window box as generateBoundingBox (floored, as it does), P-Net's regression after the NMS
-                x1, y1 = ((2 * ix + x0 + 1) / s).floor(), ((2 * iy + y0 + 1) / s).floor()
-                x2, y2 = ((2 * ix + x0 + 12) / s).floor(), ((2 * iy + y0 + 12) / s).floor()
-                level_of = torch.full_like(x1, level)
-                found.append(torch.stack([x1, y1, x2, y2, margin[iy, ix], level_of, *reg[0, :, iy, ix]], 1))
-        if not found:
-            return img.new_zeros(0, 4)
-        found = torch.cat(found)
-        found = found[batched_nms(found[:, :4], found[:, 4], found[:, 5].long(), 0.5)]
-        found = found[nms(found[:, :4], found[:, 4], 0.7)]
-        x1, y1, x2, y2 = found[:, :4].unbind(1)
-        r, bw, bh = found[:, 6:10].T, x2 - x1, y2 - y1
-        return _square(torch.stack([x1 + r[0] * bw, y1 + r[1] * bh, x2 + r[2] * bw, y2 + r[3] * bh], 1))
+                # window box as generateBoundingBox, then P-Net's regression; no NMS, since
+                # once perturbed any of these windows may be the one the cascade keeps
+                x1, y1 = (2 * ix + x0 + 1) / s, (2 * iy + y0 + 1) / s
+                x2, y2 = (2 * ix + x0 + 12) / s, (2 * iy + y0 + 12) / s
+                r = reg[0, :, iy, ix]
+                bw, bh = x2 - x1, y2 - y1
+                found.append(torch.stack([x1 + r[0] * bw, y1 + r[1] * bh, x2 + r[2] * bw, y2 + r[3] * bh], 1))
+        return _square(torch.cat(found)) if found else img.new_zeros(0, 4)
 
     @staticmethod
     def _refine(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
@@ -184,37 +167,16 @@ class MTCNNDetector(Detector):
             if x2 <= x1 - 1 or y2 <= y1 - 1:  # empty crop: the cascade skips such a box
                 x1, y1, x2, y2 = 1, 1, 2, 2
             crops.append((y1 - 1, y2, x1 - 1, x2))
-        out = net((area_crops(img, crops, size) - 127.5) * 0.0078125)
+        # Slice the crops out of one sub-image around them all: each slice's backward pass
+        # allocates a gradient the size of what it was sliced from.
+        r0, c0 = min(c[0] for c in crops), min(c[2] for c in crops)
+        sub = img[:, :, r0 : max(c[1] for c in crops), c0 : max(c[3] for c in crops)]
+        patches = [
+            F.interpolate(sub[:, :, a - r0 : b - r0, c - c0 : d - c0], size=(size, size), mode="area")
+            for a, b, c, d in crops
+        ]
+        out = net((torch.cat(patches) - 127.5) * 0.0078125)
         return out[-1][:, 1] - out[-1][:, 0], out[0]
-
-
-def area_crops(img: torch.Tensor, crops: list[tuple[int, int, int, int]], size: int) -> torch.Tensor:
-    """(N, C, size, size): each (row0, row1, col0, col1) crop of img (1, C, H, W) resampled as
-    F.interpolate(mode="area") does (adaptive average pooling: output cell i averages input
-    rows floor(i * h / size) to ceil((i + 1) * h / size)), all crops at once from one integral
-    image (float64, so the sums stay exact to well under a grey level). One gather instead of
-    a slice per crop: a slice's backward pass allocates a gradient the size of the photo, so
-    the per-crop cost grew with the number of candidates (and of faces)."""
-    dev = img.device
-    box = torch.tensor(crops, dtype=torch.long, device=dev)  # (N, 4)
-    top, left = int(box[:, 0].min()), int(box[:, 2].min())
-    img = img[:, :, top : int(box[:, 1].max()), left : int(box[:, 3].max())]  # the part the crops cover
-    box = box - torch.tensor([top, top, left, left], device=dev)
-    _, c, h, w = img.shape
-    r0, c0 = box[:, :1], box[:, 2:3]
-    hh, ww = box[:, 1:2] - r0, box[:, 3:4] - c0
-    i = torch.arange(size, device=dev)[None]
-    ys0, ys1 = r0 + (i * hh) // size, r0 + -((-(i + 1) * hh) // size)  # (N, size) row bounds
-    xs0, xs1 = c0 + (i * ww) // size, c0 + -((-(i + 1) * ww) // size)
-    integral = F.pad(img[0].double().cumsum(1).cumsum(2), (1, 0, 1, 0)).reshape(c, -1)  # (C, (H+1)(W+1))
-
-    def corner(ys, xs):  # integral at (ys[n, i], xs[n, j]) -> (C, N, size, size)
-        index = (ys[:, :, None] * (w + 1) + xs[:, None, :]).reshape(1, -1).expand(c, -1)
-        return integral.gather(1, index).reshape(c, len(crops), size, size)
-
-    sums = corner(ys1, xs1) - corner(ys0, xs1) - corner(ys1, xs0) + corner(ys0, xs0)
-    area = ((ys1 - ys0)[:, :, None] * (xs1 - xs0)[:, None, :]).to(sums.dtype)
-    return (sums / area).to(img.dtype).permute(1, 0, 2, 3)
 
 
 def _logits_twin(net: torch.nn.Module, softmax: str) -> torch.nn.Module:
@@ -234,8 +196,9 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
 
 
-def _parts(region: torch.Tensor) -> int:
-    """How many separate parts (faces, or groups of overlapping faces) a 0/1 mask has."""
+def _region_boxes(region: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) bounding boxes of the connected parts of a 0/1 mask."""
     from scipy import ndimage
 
-    return int(ndimage.label(region.detach().cpu().numpy() > 0)[1])
+    labels, _ = ndimage.label(region.detach().cpu().numpy() > 0)
+    return [(sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for sl in ndimage.find_objects(labels)]
