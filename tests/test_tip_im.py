@@ -158,21 +158,22 @@ def _made_photos_of(photo: np.ndarray) -> list[np.ndarray]:
 
 def test_the_person_objective_leaves_the_persons_other_photos_behind_for_unseen_recognisers(photos):
     """OPOM's point, in the fast case: with the person's other photos given, the mask moves the
-    face further from those photos at recognisers it never attacked (LightCNN and facelib's
-    MobileNet; it attacks SFace and dlib) than the one-photo objective does."""
+    face further from those photos at every recogniser it never attacked (LightCNN, facelib's
+    MobileNet, FaceNet; it attacks SFace and dlib) than the one-photo objective does."""
     pixels = photos["astronaut"]
     others = _made_photos_of(pixels)
     box = models.largest_face(pixels)
-    options = {"attack": ("sface", "dlib-resnet-torch"), "steps": 15, "views": 0}
+    options = {"attack": ("sface", "dlib-resnet-torch"), "steps": 15, "views": 0, "align_jitter": 1.0}
     one_photo = TIPIM(**options)(pixels)
     person = TIPIM(**options, same_person=others)(pixels)
     assert person.info["person_photos"] == 3 and one_photo.info["person_photos"] == 1
-    for key in ("lightcnn", "facelib-mobilenet"):  # cosine similarity: lower = further apart
+    for key in ("lightcnn", "facelib-mobilenet", "facenet"):
         rec = models.load(key)
         refs = [rec.embed(o, models.largest_face(o)) for o in others]
 
-        def closeness(result):
+        def closeness(result):  # higher = closer to the person's other photos, in either metric
             e = rec.embed(result.pixels, box)
-            return float(np.mean([rec.score(e, r) for r in refs]))
+            score = float(np.mean([rec.score(e, r) for r in refs]))
+            return -score if rec.metric == "euclidean" else score
 
-        assert closeness(person) < closeness(one_photo) - 0.03, key
+        assert closeness(person) < closeness(one_photo) - 0.01, key
