@@ -258,7 +258,7 @@ class TIPIM(Protection):
             region = WorkRegion.around(box, pixels.shape, self.work_size, self.face_margin)
             x0 = region.down(out)
             landmarks = [region.to_work(rec.landmarks(pixels, box)) for rec in recs]
-            person = self._person(recs, x0, landmarks, references, generator)
+            person = self._person(recs, x0, landmarks, references)
             objective = IdentityObjective(person, dodge_margin, self.hull, candidates, self.target_margin)
             # judged on the 8-bit photo against the real photos: this face and the person's others
             judge_anchors = [torch.stack([clean[i][j]] + [r[j] for r in references]) for j in range(len(recs))]
@@ -442,7 +442,7 @@ class TIPIM(Protection):
             return range(n)
         return sorted(torch.randperm(n, generator=generator)[:k].tolist())
 
-    def _person(self, recs, x0: torch.Tensor, landmarks, references, generator) -> Person:
+    def _person(self, recs, x0: torch.Tensor, landmarks, references) -> Person:
         """The person as each recogniser sees them: this face (at work resolution), the
         person's other photos, then `views` views of this face standing in for more photos."""
         x = x0 / 255.0

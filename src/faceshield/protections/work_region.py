@@ -93,10 +93,6 @@ class WorkRegion:
         """Photo (x, y) points (landmarks) in work coordinates."""
         return (np.asarray(points, np.float64) - [self.c0, self.r0]) * self.scale
 
-    def to_crop(self, points: np.ndarray) -> np.ndarray:
-        """Photo (x, y) points in the region's own photo-resolution coordinates."""
-        return np.asarray(points, np.float64) - [self.c0, self.r0]
-
     def box_in_crop(self, box) -> np.ndarray:
         return np.asarray(box, np.float32) - np.array([self.c0, self.r0, self.c0, self.r0], np.float32)
 
