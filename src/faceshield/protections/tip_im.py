@@ -466,17 +466,12 @@ class TIPIM(Protection):
         return Person(list(recs), anchors, photos=1 + len(references))
 
     @staticmethod
-    def _fooled(pixels, box, recs, anchors, objective: IdentityObjective | None = None) -> bool:
+    def _fooled(pixels, box, recs, anchors, objective: IdentityObjective) -> bool:
         """On an 8-bit photo (or a region of one), with landmarks found again on it: is the face
         in `box` beyond every attacked recogniser's threshold from every row of anchors[j] and
-        (targeted, with its objective) matched to one of its chosen targets?"""
+        (targeted) matched to one of its chosen targets? (IdentityObjective.fooled)"""
         x = to_tensor(pixels, unit=True)
-        embs = [_embed(rec, x, rec.landmarks(pixels, box)) for rec in recs]
-        if objective is not None:
-            return objective.fooled(embs, anchors)
-        return not any(
-            rec.is_match(float(rec.score_tensor(e, a))) for rec, e, rows in zip(recs, embs, anchors) for a in rows
-        )
+        return objective.fooled([_embed(rec, x, rec.landmarks(pixels, box)) for rec in recs], anchors)
 
 
 @dataclass
