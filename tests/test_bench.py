@@ -53,6 +53,24 @@ def test_auc_interval_spans_the_spread_between_people():
     assert mixed["auc_high"] - mixed["auc_low"] > 0.05
 
 
+def test_weighted_auc_equals_sklearn_per_draw_ties_and_empty_draws_included():
+    """The bootstrap's AUC of every draw at once equals sklearn's roc_auc_score with that draw's
+    weights (ties count a half); a draw that weighs no different pair is NaN, not a number."""
+    from sklearn.metrics import roc_auc_score
+
+    from faceshield.evaluation import weighted_auc
+
+    rng = np.random.default_rng(1)
+    same = rng.random(40) < 0.3
+    similarity = np.round(rng.normal(size=40) + same, 1)  # rounded: ties
+    weights = rng.integers(0, 4, size=(6, 40)).astype(float)
+    weights[5, ~same] = 0
+    got = weighted_auc(same, similarity, weights)
+    for draw in range(5):
+        assert got[draw] == pytest.approx(roc_auc_score(same, similarity, sample_weight=weights[draw]), abs=1e-12)
+    assert np.isnan(got[5])
+
+
 def _views(photo: np.ndarray, box: tuple[int, int, int, int], n: int) -> list[np.ndarray]:
     """n different photos of one face: crops around it at several offsets and scales, some flipped."""
     x1, y1, x2, y2 = box
@@ -276,12 +294,17 @@ def test_targeted_match_compares_with_the_users_targets(photos):
 
 
 def test_records_are_typed_and_versioned(tmp_path):
-    """Every committed record reads as a typed Record (written before the schema had a version:
-    version 1); saving and loading gives it back with its version; a newer schema is refused."""
+    """Every committed record reads as a typed Record of this version (an older one upgraded: a
+    version-1 transfer record's psnr_min is read as psnr_lowest); saving and loading gives it
+    back with its version; a newer schema is refused."""
     from faceshield.bench.records import KINDS, SCHEMA, Record, load, load_all
 
     committed = load_all(REPO / "docs" / "results")
-    assert committed and all(r.schema == 1 and r.bench in KINDS and r.results for r in committed.values())
+    assert committed and all(r.schema == SCHEMA and r.bench in KINDS and r.results for r in committed.values())
+    old = {"bench": "transfer", "command": "bench --transfer", "measured": "then", "threads": 1}
+    old["results"] = {"methods": {"detector-pgd": {"psnr_min": 30.0, "seconds_max": 9.0, "psnr_median": 33.0}}}
+    upgraded = Record.from_json(old).results["methods"]["detector-pgd"]
+    assert upgraded == {"psnr_lowest": 30.0, "seconds_worst": 9.0, "psnr_median": 33.0}
     zoo = committed["zoo"]
     zoo.save(tmp_path / "zoo.json")
     assert load(tmp_path / "zoo.json") == zoo and json.loads((tmp_path / "zoo.json").read_text())["schema"] == SCHEMA

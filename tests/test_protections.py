@@ -54,9 +54,12 @@ def toy(tmp_path, monkeypatch):
     (tmp_path / "toy_protection.py").write_text(textwrap.dedent(TOY))
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("toy_protection")
+    app_before = sys.modules.get("app")  # the app a test imports now is built with the toy in it
     yield module.Invert
     REGISTRY.pop("toy-invert", None)
     sys.modules.pop("toy_protection", None)
+    if app_before is None:  # later tests import the app again, without the toy
+        sys.modules.pop("app", None)
 
 
 def test_a_new_protection_reaches_the_cli_the_page_and_the_bench(toy, tmp_path, capsys):

@@ -6,6 +6,7 @@ and writes results.md and results.json to its output folder.
 
   data.py       dataset readers: detection photos, pairs, portraits
   method.py     a row's protection and label
+  runner.py     the runners' skeleton: protect each photo, time it, measure the change, summarise
   views.py      what a platform or an attacker does to a published photo
   detection.py  run_bench: detector recall/AP before and after
   identity.py   run_identity_bench: protection success rate, attacker who knows the protection

@@ -4,16 +4,15 @@ the others against what each detector found on the clean photo."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from faceshield import models
 from faceshield.bench.data import detection_photos
 from faceshield.bench.method import build_method, label
 from faceshield.bench.report import format_table, save
+from faceshield.bench.runner import Job, protect_each, summarise
 from faceshield.evaluation import DEFAULT_DETECTORS, DEFAULT_RECOGNISERS, evaluate
 from faceshield.images import load_image
 from faceshield.metrics import average_precision, match_detections
@@ -37,12 +36,11 @@ def run_bench(
         protection, attacked = build_method(method, options)
         per_det = {k: {"before": [], "after": [], "n_truth": 0, "hit_before": 0, "hit_after": 0} for k in detector_keys}
         rows, match_flags = [], []
-        for path, truth in tqdm(photos, desc=f"bench {method}", unit="photo"):
-            pixels = load_image(path).pixels
-            t = time.perf_counter()
-            result = protection(pixels)
-            seconds = time.perf_counter() - t
-            ev = evaluate(pixels, result.pixels, detector_keys, DEFAULT_RECOGNISERS)
+        jobs = (Job(path.name, load_image(path).pixels) for path, _ in photos)
+        truths = {path.name: truth for path, truth in photos}
+        for done in protect_each(protection, jobs, f"bench {method}"):
+            truth = truths[done.job.name]
+            ev = evaluate(done.job.pixels, done.result.pixels, detector_keys, DEFAULT_RECOGNISERS)
             for view in ev.detectors:
                 ref = truth if truth is not None else view.before.boxes  # no labels: clean finds
                 d = per_det[view.key]
@@ -53,19 +51,9 @@ def run_bench(
                     d[f"hit_{when}"] += hits
             for rv in ev.recognisers:
                 match_flags += [m.match for m in rv.matches]
-            rows.append(
-                {
-                    "photo": path.name,
-                    "seconds": seconds,
-                    "faces": len(result.faces),
-                    "success": result.success,
-                    **ev.quality,
-                }
-            )
+            rows.append(done.row)
         summary = {
-            "seconds_per_photo": float(np.mean([r["seconds"] for r in rows])),
-            "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows])),
+            **summarise(rows),
             "linf": int(max(r["linf"] for r in rows)),
             "recogniser_match_rate": float(np.mean(match_flags)) if match_flags else float("nan"),
             "detectors": {},

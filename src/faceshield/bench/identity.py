@@ -3,16 +3,15 @@ targeted match rate, and the attacker who knows the protection."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from faceshield import models
 from faceshield.bench.data import pairs_per_person, people_of, read_pairs
 from faceshield.bench.method import build_method, label
 from faceshield.bench.report import format_identity_table, save
+from faceshield.bench.runner import Job, protect_each, summarise
 from faceshield.bench.views import ATTACKER_VIEWS, degradations
 from faceshield.boxes import face_region
 from faceshield.evaluation import DEFAULT_RECOGNISERS, identity_leakage
@@ -90,22 +89,20 @@ def run_identity_bench(
     for method in methods:
         protection, attacked = build_method(method, options)
         protected, rows, used = {}, [], {}
-        for a in tqdm(to_protect, desc=f"identity {method}", unit="photo"):
-            if a in person_sets and protection.param("same_person") is not None:
-                protection.same_person = person_sets[a]
-            t = time.perf_counter()
-            result = protection(photos[a], faces=Detections(boxes[a][None], np.ones(1, np.float32)))
-            protected[a] = result.pixels
-            used[a] = (result.info.get("targets_used") or [[]])[0]
-            rows.append(
-                {
-                    "photo": a,
-                    "seconds": time.perf_counter() - t,
-                    "success": result.success,
-                    "side": int(max(photos[a].shape[:2])),
-                    **image_quality(photos[a], result.pixels, perceptual=True),
-                }
+        knows_person = protection.param("same_person") is not None
+        jobs = (
+            Job(
+                a,
+                photos[a],
+                Detections(boxes[a][None], np.ones(1, np.float32)),
+                {"same_person": person_sets.get(a)} if person_sets and knows_person else {},
             )
+            for a in to_protect
+        )
+        for done in protect_each(protection, jobs, f"identity {method}", perceptual=True):
+            protected[done.job.name] = done.result.pixels
+            used[done.job.name] = (done.result.info.get("targets_used") or [[]])[0]
+            rows.append(done.row)
         degraded = {a: degradations(protected[a], boxes[a]) for a in {a for a, _ in pairs}}  # PSR's photos only
         recovery = _recovery(protection, photos, protected, boxes) if protection.reversible else None
         target_emb = _target_embeddings(recs, getattr(protection, "targets", None)) if any(used.values()) else {}
@@ -149,14 +146,7 @@ def run_identity_bench(
         results["methods"][name] = {
             "recognisers": per_rec,
             "photos": rows,
-            "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "psnr_median": float(np.median([r["psnr"] for r in rows])),
-            "psnr_lowest": float(np.min([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows])),
-            "haarpsi": float(np.mean([r["haarpsi"] for r in rows])),
-            "seconds_per_photo": float(np.mean([r["seconds"] for r in rows])),
-            "seconds_median": float(np.median([r["seconds"] for r in rows])),
-            "seconds_worst": float(np.max([r["seconds"] for r in rows])),
+            **summarise(rows),
             "attacked": list(attacked),
             "recovery": recovery,
         }

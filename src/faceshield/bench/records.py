@@ -4,6 +4,10 @@ A record is what one `bench --record FILE` run saves: which bench (KINDS), the e
 when, at which commit, on how many torch threads, a note, and the runner's results (the dict
 its table formatter reads). Records written before the schema had a version are version 1;
 a record of a newer schema, or of no known bench, is refused with a message.
+
+Schema 2 (bench/runner.py): every runner names its timing and quality figures alike
+(seconds_per_photo, seconds_median, seconds_worst, psnr, psnr_median, psnr_lowest, ssim); a
+version-1 transfer record's seconds_max and psnr_min are read as seconds_worst and psnr_lowest.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1  # the version written now; bump it with any change to the fields below
+SCHEMA = 2  # the version written now; bump it with any change to the fields below
 # the runners (bench/zoo.py, detection.py, ...; "sweep": identity.run_identity_sweep)
 KINDS = ("zoo", "detection", "transfer", "identity", "sweep")
 
@@ -52,9 +56,9 @@ class Record:
             commit=str(data.get("commit", "")),
             threads=int(data["threads"]),
             note=str(data.get("note") or ""),
-            results=dict(data["results"]),
+            results=_upgraded(dict(data["results"]), schema),
             title=str(data.get("title", "")),
-            schema=schema,
+            schema=SCHEMA,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +76,20 @@ class Record:
     def methods(self) -> list[str]:
         """The row labels of the methods it measured (none for the zoo)."""
         return list(self.results.get("methods", {}))
+
+
+RENAMED_IN_2 = {"seconds_max": "seconds_worst", "psnr_min": "psnr_lowest"}
+
+
+def _upgraded(results: dict[str, Any], schema: int) -> dict[str, Any]:
+    """`results` of a record of `schema`, as this version names them."""
+    if schema >= 2:
+        return results
+    methods = {
+        name: {RENAMED_IN_2.get(key, key): value for key, value in res.items()} if isinstance(res, dict) else res
+        for name, res in results.get("methods", {}).items()
+    }
+    return {**results, "methods": methods} if "methods" in results else results
 
 
 def load(path: Path) -> Record:

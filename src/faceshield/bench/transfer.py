@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-
-import numpy as np
-from tqdm import tqdm
 
 from faceshield import models
 from faceshield.bench.data import detection_photos, portrait_photos
 from faceshield.bench.method import build_method, label
 from faceshield.bench.report import format_transfer_table, save
+from faceshield.bench.runner import Job, protect_each, summarise
 from faceshield.evaluation import DEFAULT_DETECTORS
 from faceshield.images import load_image
-from faceshield.metrics import image_quality, match_detections
+from faceshield.metrics import match_detections
 
 
 def run_transfer_bench(
@@ -46,6 +43,9 @@ def run_transfer_bench(
         "portraits": len(portraits),
         "methods": {},
     }
+    truths = {str(p.relative_to(dataset)): t for p, t in annotated} | {
+        str(p.relative_to(dataset)): None for p in portraits
+    }
     took: dict[str, float] = {}  # photo -> the method's budget there (the control's too)
     attacked_by_method = None
     for name in (method, control):
@@ -54,28 +54,20 @@ def run_transfer_bench(
         at_budget = {float(options["eps"]): protection}
         det = {k: {"hit_before": 0, "hit_after": 0, "faces": 0, "portraits": 0, "kept": 0} for k in judges}
         rows = []
-        for path, truth in tqdm(
-            [(p, t) for p, t in annotated] + [(p, None) for p in portraits], desc=f"transfer {name}", unit="photo"
-        ):
-            pixels = load_image(path).pixels
-            photo = str(path.relative_to(dataset))
-            eps = took.get(photo, float(options["eps"]))
+        jobs = (Job(photo, load_image(dataset / photo).pixels) for photo in truths)
+
+        def at_its_budget(job: Job, name: str = name):
+            """The method at eps; the control at the budget the method ended at on this photo."""
+            eps = took.get(job.name, float(options["eps"]))
             if eps not in at_budget:
                 at_budget[eps] = build_method(name, {**options, "eps": eps})[0]
-            t = time.perf_counter()
-            result = at_budget[eps](pixels)
-            seconds = time.perf_counter() - t
-            q = image_quality(pixels, result.pixels)
+            return at_budget[eps]
+
+        for done in protect_each(at_its_budget, jobs, f"transfer {name}"):
+            photo, pixels, result, truth = done.job.name, done.job.pixels, done.result, truths[done.job.name]
             if result.budget is not None and name == method:
                 took[photo] = result.budget.eps
-            row = {
-                "photo": photo,
-                "seconds": seconds,
-                "psnr": q["psnr"],
-                "success": result.success,
-                "portrait": truth is None,
-                "budget": result.budget.eps if result.budget is not None else None,
-            }
+            row = {**done.row, "portrait": truth is None}
             rows.append(row)
             for key, judge in judges.items():
                 before, after = judge.detect(pixels), judge.detect(result.pixels)
@@ -90,14 +82,9 @@ def run_transfer_bench(
                     d["kept"] += kept
                     if key in attacked_by_method:  # hidden from every attacked detector: none keeps it
                         row["hidden_from_attacked"] = row.get("hidden_from_attacked", True) and not kept
-        seconds = [r["seconds"] for r in rows]
-        psnr = [r["psnr"] for r in rows]
         results["methods"][label(name, options)] = {
             "attacked": list(attacked),
-            "seconds_median": float(np.median(seconds)),
-            "seconds_max": float(np.max(seconds)),
-            "psnr_median": float(np.median(psnr)),
-            "psnr_min": float(np.min(psnr)),
+            **summarise(rows),
             "detectors": {
                 k: {
                     "white_box": models.white_box(k, attacked),

@@ -12,6 +12,8 @@ from faceshield.protections.cancel import Cancelled, check_cancelled, check_stop
 from faceshield.protections.loop import (
     AttackRun,
     EarlyStop,
+    LoopConfig,
+    Perturbation,
     feature_dropout,
     iterate,
     l2_round,
@@ -55,6 +57,8 @@ __all__ = [
     "Budget",
     "Cancelled",
     "EarlyStop",
+    "LoopConfig",
+    "Perturbation",
     "Param",
     "Protection",
     "ProtectionResult",

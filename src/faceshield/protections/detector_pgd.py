@@ -32,7 +32,9 @@ from faceshield.protections.base import (
     WHOLE_IMAGE,
     Budget,
     EarlyStop,
+    LoopConfig,
     Param,
+    Perturbation,
     Protection,
     ProtectionResult,
     iterate,
@@ -155,21 +157,8 @@ class DetectorPGD(Protection):
             if ladder:  # a larger rung, from the perturbation so far (just judged: a face is found)
                 stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
             late: list[str] = []
-            run = iterate(
-                self.key,
-                delta,
-                x0,
-                m,
-                objective,
-                hidden,
-                stop,
-                steps,
-                eps,
-                self.step_size,
-                self.momentum,
-                on_step=on_step,
-                notices=late,
-            )
+            config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum)
+            run = iterate(config, Perturbation(delta, x0, m), objective, hidden, stop, on_step, late)
             history += run.history
             success = stop.success or hidden()  # judged again when the steps ran out
             ladder.append({"eps": eps, "steps": run.steps, "hidden": bool(success)})

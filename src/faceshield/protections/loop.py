@@ -4,13 +4,21 @@ hooks for transfer (feature dropout, mid-level features)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
 
 from faceshield.protections.cancel import check_stop
 from faceshield.tensors import to_uint8
 
+Tensor = Any  # a torch.Tensor (torch is not type-checked here: pyproject.toml)
 
-def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momentum: float):
+
+def momentum_step(
+    delta: Tensor, grad: Tensor, grad_avg: Tensor, x0: Tensor, eps: float, step_size: float, momentum: float
+) -> Tensor:
     """One MI-FGSM step (Dong et al. 2018) in whole grey levels, in place on `delta`.
 
     delta, grad, grad_avg, x0: (1, 3, H, W) tensors in grey levels; returns the new grad_avg.
@@ -28,7 +36,9 @@ def momentum_step(delta, grad, grad_avg, x0, eps: float, step_size: float, momen
     return grad_avg
 
 
-def l2_step(delta, grad, grad_avg, x0, mask, radius: float, step: float, momentum: float):
+def l2_step(
+    delta: Tensor, grad: Tensor, grad_avg: Tensor, x0: Tensor, mask: Tensor, radius: float, step: float, momentum: float
+) -> Tensor:
     """One momentum step under an L2 budget, in place on `delta` (float grey levels): move
     `step` (L2, grey levels) along the momentum direction, project onto the ball of `radius`
     and keep x0 + delta inside [0, 255]. Rounding waits for l2_round(): under an L2 budget a
@@ -44,7 +54,7 @@ def l2_step(delta, grad, grad_avg, x0, mask, radius: float, step: float, momentu
     return grad_avg
 
 
-def l2_round(delta, x0, radius: float):
+def l2_round(delta: Tensor, x0: Tensor, radius: float) -> Tensor:
     """Whole grey levels with the L2 norm still <= radius: round; while rounding pushed the
     norm over, round a slightly shrunk delta instead (ends: at scale 0 the norm is 0)."""
     import torch
@@ -92,7 +102,7 @@ class EarlyStop:
     def reached(self) -> bool:
         return self.extra is not None
 
-    def __call__(self, step: int, loss: float, judge) -> bool:
+    def __call__(self, step: int, loss: float, judge: Callable[[], bool]) -> bool:
         """Stop now? (after this step's loss, before its gradient step)"""
         zero = loss == 0.0
         due = step % self.check_every == self.check_every - 1 or (step == 0 and self.check_first)
@@ -116,41 +126,60 @@ class AttackRun:
     history: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the loop runs: its name (the progress bar's), at most `steps` steps, each a momentum
+    step of `step_size` grey levels within the L-inf budget `eps` (norm "linf"), or with norm
+    "l2" inside the ball of `radius` grey levels; smooth(grad), if given, filters each gradient
+    first (translation invariance)."""
+
+    name: str
+    steps: int
+    eps: float
+    step_size: float
+    momentum: float = 1.0
+    norm: str = "linf"
+    radius: float | None = None
+    smooth: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass
+class Perturbation:
+    """What the loop changes: `delta` ((1, 3, H, W) grey levels, requires_grad, changed in place)
+    added to the clean photo `x0` (grey levels) inside the (1, 1, H, W) face-region `mask`."""
+
+    delta: Tensor
+    x0: Tensor
+    mask: Tensor
+
+    def photo(self) -> np.ndarray:
+        """The 8-bit photo now: x0 + delta inside the mask."""
+        return to_uint8(self.x0 + self.delta.detach() * self.mask)
+
+
 def iterate(
-    name: str,
-    delta,
-    x0,
-    m,
-    objective,
-    judge,
+    config: LoopConfig,
+    perturbation: Perturbation,
+    objective: Callable[[int], tuple[Tensor, float]],
+    judge: Callable[[], bool],
     stop: EarlyStop,
-    steps: int,
-    eps: float,
-    step_size: float,
-    momentum: float,
-    norm: str = "linf",
-    radius: float | None = None,
-    smooth=None,
-    on_step=None,
+    on_step: Callable[[int, np.ndarray, float], None] | None = None,
     notices: list[str] | None = None,
 ) -> AttackRun:
-    """The iterative attacks' loop (detector-pgd, TIP-IM), on the perturbation x0 + delta * m.
+    """The iterative attacks' loop (detector-pgd, TIP-IM) on `perturbation`, run as `config` says.
 
-    delta: (1, 3, H, W) grey levels, requires_grad, changed in place; x0 the clean photo in grey
-    levels, m the (1, 1, H, W) face-region mask. Each step: the request's cancellation and
-    deadline (check_stop: a deadline ends the loop with a notice added to `notices`);
-    objective(step) -> (loss tensor to descend, its value to log and judge); the lab's
-    on_step(step, the 8-bit photo, value); a tqdm progress bar (the page follows it); the
-    stopping rule stop(step, value, judge) judged on the 8-bit photo; then one momentum step of
-    the gradient (smooth(grad) first, if given): whole grey levels within the L-inf budget eps
-    (momentum_step), or with norm "l2" inside the ball of `radius` (l2_step; round after with
-    l2_round).
+    Each step: the request's cancellation and deadline (check_stop: a deadline ends the loop
+    with a notice added to `notices`); objective(step) -> (loss tensor to descend, its value to
+    log and judge); the lab's on_step(step, the 8-bit photo, value); a tqdm progress bar (the
+    page follows it); the stopping rule stop(step, value, judge) judged on the 8-bit photo; then
+    one step of the gradient (momentum_step, or l2_step; round after with l2_round).
     """
     import torch
     from tqdm.auto import tqdm
 
+    delta, x0, m = perturbation.delta, perturbation.x0, perturbation.mask
     run, grad_avg = AttackRun(), torch.zeros_like(x0)
-    bar = tqdm(range(steps), desc=name, leave=False)
+    bar = tqdm(range(config.steps), desc=config.name, leave=False)
     for step in bar:
         if (late := check_stop(step)) is not None:  # the request's time is up
             if notices is not None:
@@ -160,17 +189,19 @@ def iterate(
         run.steps = step + 1
         run.history.append(value)
         if on_step is not None:
-            on_step(step, to_uint8(x0 + delta.detach() * m), value)
+            on_step(step, perturbation.photo(), value)
         bar.set_postfix(loss=f"{value:.3f}")
         if stop(step, value, judge):
             break
         (grad,) = torch.autograd.grad(loss, delta)
-        if smooth is not None:
-            grad = smooth(grad)
-        if norm == "l2":
-            grad_avg = l2_step(delta, grad, grad_avg, x0, m, radius, step_size * radius / 8, momentum)
+        if config.smooth is not None:
+            grad = config.smooth(grad)
+        if config.norm == "l2":
+            assert config.radius is not None, "an L2 loop needs its radius"
+            step_l2 = config.step_size * config.radius / 8
+            grad_avg = l2_step(delta, grad, grad_avg, x0, m, config.radius, step_l2, config.momentum)
         else:
-            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, eps, step_size, momentum)
+            grad_avg = momentum_step(delta, grad * m, grad_avg, x0, config.eps, config.step_size, config.momentum)
     bar.close()
     return run
 
@@ -187,17 +218,18 @@ class feature_dropout:
             loss = ...  # forward and backward passes of the attack step
     """
 
-    def __init__(self, models, p: float, generator=None):
-        self.p, self.models, self.generator, self.handles = p, models, generator, []
+    def __init__(self, models: Sequence[object], p: float, generator: Tensor | None = None):
+        self.p, self.models, self.generator = p, models, generator
+        self.handles: list[Any] = []
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         import torch
 
         if self.p <= 0:
             return self
         p, generator = self.p, self.generator
 
-        def hook(module, inputs, output):
+        def hook(module: Tensor, inputs: Tensor, output: Tensor) -> Tensor:
             keep = torch.rand(output.shape, generator=generator, device=output.device) >= p
             return output * keep / (1 - p)
 
@@ -211,11 +243,10 @@ class feature_dropout:
                             self.handles.append(module.register_forward_hook(hook))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        return False
 
 
 class mid_features:
@@ -228,10 +259,12 @@ class mid_features:
             rec.embed_tensor(x, lm); f = mid.last[0]
     """
 
-    def __init__(self, models, depth: float = 0.5):
-        self.models, self.depth, self.handles, self.last = models, depth, [], {}
+    def __init__(self, models: Sequence[Any], depth: float = 0.5):
+        self.models, self.depth = models, depth
+        self.handles: list[Any] = []
+        self.last: dict[int, Tensor] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         import torch
 
         for i, model in enumerate(self.models):
@@ -240,15 +273,14 @@ class mid_features:
                 continue
             layer = convs[min(len(convs) - 1, int(self.depth * len(convs)))]
 
-            def hook(module, inputs, output, i=i):
+            def hook(module: Tensor, inputs: Tensor, output: Tensor, i: int = i) -> None:
                 self.last[i] = output
 
             self.handles.append(layer.register_forward_hook(hook))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
         self.last.clear()
-        return False

@@ -51,7 +51,9 @@ from faceshield.protections.base import (
     STEPS,
     Budget,
     EarlyStop,
+    LoopConfig,
     Param,
+    Perturbation,
     Protection,
     ProtectionResult,
     feature_dropout,
@@ -352,24 +354,10 @@ class TIPIM(Protection):
         def show(step, _pixels, value):
             on_step(first_step + step, to_uint8(_apply(region, photo, delta.detach() * m, "linf", self.eps)), value)
 
-        run = iterate(
-            self.key,
-            delta,
-            x0,
-            m,
-            loss_at,
-            judge,
-            stop,
-            self.steps,
-            eps,
-            self.step_size,
-            self.momentum,
-            norm=self.norm,
-            radius=radius,
-            smooth=(lambda grad: _blur(grad, self.smoothing * face_size)) if self.smoothing else None,
-            on_step=show if on_step is not None else None,
-            notices=notices,
-        )
+        smooth = (lambda grad: _blur(grad, self.smoothing * face_size)) if self.smoothing else None
+        config = LoopConfig(self.key, self.steps, eps, self.step_size, self.momentum, self.norm, radius, smooth)
+        show_step = show if on_step is not None else None
+        run = iterate(config, Perturbation(delta, x0, m), loss_at, judge, stop, show_step, notices)
         return delta.detach() * m, run, stop.success
 
     def describe(self, result: ProtectionResult) -> str:
