@@ -82,3 +82,20 @@ def test_trainer_checkpoints_resumes_and_exports_a_working_file(trainer, dataset
         == 0
     )
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "astronaut.png")), result.pixels)
+
+
+def test_generator_views_of_large_faces_stay_in_range_and_are_never_mostly_upsampling():
+    """--large-share draws that share of portrait-sized faces (200-600 px), the rest in the
+    usual range; no view is more than 1.6 x the face's own size."""
+    import random
+
+    from faceshield.train.generator import view_size
+
+    rng = random.Random(0)
+    big = [view_size(500, rng, (24, 160), (200, 600), 0.5) for _ in range(400)]
+    assert all(24 <= s <= 600 for s in big)
+    assert 0.35 < np.mean([s >= 200 for s in big]) < 0.65  # about half are large
+    assert not any(160 < s < 200 for s in big)
+    assert all(view_size(500, rng, (24, 160), (200, 600), 0.0) <= 160 for _ in range(100))
+    small = [view_size(50, rng, (24, 160), (200, 600), 1.0) for _ in range(100)]
+    assert all(24 <= s <= 80 for s in small)  # a 50 px face: at most 80 px, never a large view

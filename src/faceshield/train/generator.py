@@ -2,7 +2,8 @@
 
 Training works where the detectors decide: on faces, at sizes they see. Once, every face
 MTCNN finds on the clean training photos is recorded. Each step draws `--batch` views: a
-window around one face (2.2-3.2 face sides, off-centre), resized so the face is 24-160 px,
+window around one face (2.2-3.2 face sides, off-centre), resized so the face is 24-160 px
+(a `--large-share` of views: 200-600 px, a portrait's face),
 flipped, colour-jittered, sometimes blurred or JPEG-compressed. The generator perturbs the
 face's square exactly as the protection does (`perturb_faces`: crop with context -> 96 px ->
 network -> resized back -> whole grey levels, straight-through), and the loss is each
@@ -11,7 +12,8 @@ and crops with its real area resampling), plus `--distortion-weight` x how far t
 mean squared perturbation exceeds what `--psnr-floor` allows.
 
 Validation (every `--val-every` steps, logged beside the losses): the share of fixed views
-of held-out people (`--val-people`, never trained on) at face sizes 32/64/128 px on which the
+of held-out people (`--val-people`, never trained on) at face sizes 32/64/128 px (`--val-sizes`;
+add a portrait's, e.g. 320) on which the
 real detectors, run on the 8-bit result, no longer find the face; the best checkpoint by that
 share is exported.
 """
@@ -53,6 +55,16 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="views per optimiser step")
     p.add_argument("--face-sizes", type=int, nargs=2, default=[24, 160], help="face size range in the views (px)")
+    p.add_argument(
+        "--large-share",
+        type=float,
+        default=0.0,
+        help="share of views of a large face (--large-sizes): portraits, where MTCNN decides at coarse pyramid levels",
+    )
+    p.add_argument("--large-sizes", type=int, nargs=2, default=[200, 600], help="face size range of large views (px)")
+    p.add_argument(
+        "--val-sizes", type=int, nargs="+", default=list(VAL_FACE_SIZES), help="face sizes of the validation views"
+    )
     p.add_argument("--eps", type=float, default=8, help="budget in grey levels")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--universal-lr", type=float, default=0.02, help="learning rate of the universal pattern")
@@ -156,10 +168,21 @@ def _found(detector, pixels: np.ndarray, box) -> bool:
     return bool(np.any((cx > box[0]) & (cx < box[2]) & (cy > box[1]) & (cy < box[3])))
 
 
-def validation_views(photos, records, seed: int = 0):
-    """Fixed views (no photometric augmentation) of each record at every VAL_FACE_SIZES."""
+def validation_views(photos, records, seed: int = 0, sizes=VAL_FACE_SIZES):
+    """Fixed views (no photometric augmentation) of each record at every one of `sizes`."""
     rng = random.Random(seed)
-    return [face_view(photos[i], box, size, rng) for i, box in records for size in VAL_FACE_SIZES]
+    return [face_view(photos[i], box, size, rng) for i, box in records for size in sizes]
+
+
+def view_size(side: float, rng: random.Random, sizes, large_sizes, large_share: float) -> float:
+    """The face size (px) of one training view of a face `side` px on its photo: log-uniform in
+    `sizes`, or with probability `large_share` in `large_sizes` (a portrait's face); never more
+    than 1.6 x the face's own size (no view is mostly up-sampling)."""
+    lo, hi = sizes
+    if rng.random() < large_share and 1.6 * side > large_sizes[0]:
+        lo, hi = large_sizes
+    top = min(hi, max(1.6 * side, sizes[0]))
+    return math.exp(rng.uniform(math.log(min(lo, top)), math.log(top)))
 
 
 def validate(net, views, detectors, eps: float, context: float) -> dict:
@@ -191,7 +214,9 @@ def main(args) -> None:
     photos = data.load_tensors(data.training_photos(args.data, skip_folders=val_folders))
     val_photos = data.load_tensors(sorted(p for f in val_folders for p in (args.data / f).glob("*.jpg")))
     records = face_records(photos, args.run / "faces.json")
-    val_views = validation_views(val_photos, face_records(val_photos, args.run / "val_faces.json"))
+    val_views = validation_views(
+        val_photos, face_records(val_photos, args.run / "val_faces.json"), sizes=tuple(args.val_sizes)
+    )
     detectors = [models.load(k) for k in args.detectors]
     weights = args.detector_weights or [1.0] * len(detectors)
     for d in detectors:
@@ -215,7 +240,6 @@ def main(args) -> None:
     best = {"score": -1.0}
     run = Run(args.run, {"net": net, "opt": opt, "sched": sched, "best": _Holder(best)}, args.resume)
     augment = _augmenter()
-    lo, hi = (math.log(s) for s in args.face_sizes)
     print(
         f"{len(photos)} training photos, {len(records)} faces; {len(val_views)} validation views of "
         f"{len(val_photos)} held-out photos; detectors {[d.name for d in detectors]}"
@@ -227,7 +251,7 @@ def main(args) -> None:
         for _ in range(args.batch):
             i, box = rng.choice(records)
             side = max(box[2] - box[0], box[3] - box[1])
-            size = math.exp(rng.uniform(lo, min(hi, math.log(max(1.6 * side, args.face_sizes[0])))))
+            size = view_size(side, rng, args.face_sizes, args.large_sizes, args.large_share)
             views.append(face_view(photos[i], box, size, rng, augment))
         opt.zero_grad()
         squares = [_jittered_square(box, args.context, rng) for _, box in views]
@@ -300,6 +324,9 @@ def _export(net, args, step: int, score: float) -> None:
             "validation_hidden": round(score, 4),
             "batch": args.batch,
             "face_sizes": args.face_sizes,
+            "large_share": args.large_share,
+            "large_sizes": args.large_sizes,
+            "val_sizes": args.val_sizes,
             "detectors": ",".join(args.detectors),
             "detector_weights": args.detector_weights or "",
             "distortion_weight": args.distortion_weight,
