@@ -310,7 +310,7 @@ class TIPIM(Protection):
         region, objective, x0 = face.region, face.objective, face.x0
         recs = objective.person.recognisers
         m = torch.from_numpy(region.mask)[None, None]
-        clean_patches = _patches(x0 / 255.0, region.mask)
+        mmd = _MMD(_patches(x0 / 255.0, region.mask)) if self.mmd_weight else None
         face_size = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])) * region.scale
         radius = self.eps * float(np.sqrt(3 * region.mask.sum()))  # L2 budget (grey levels), norm="l2"
         eps = self.eps * _texture_weight(x0, m, self.perceptual) if self.perceptual else self.eps
@@ -336,8 +336,8 @@ class TIPIM(Protection):
                 objective.insert(target_losses)  # TIP-IM's greedy insertion, a step of its own
             id_loss = objective.loss(embs, target_losses)
             loss = id_loss
-            if self.mmd_weight:
-                loss = loss + self.mmd_weight * _mmd(_patches((x0 + delta * m) / 255.0, region.mask), clean_patches)
+            if mmd is not None:
+                loss = loss + self.mmd_weight * mmd(_patches((x0 + delta * m) / 255.0, region.mask))
             return loss, float(id_loss.detach())
 
         def judge() -> bool:
@@ -572,9 +572,20 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return cols.reshape(x.shape[0], x.shape[2], x.shape[1], x.shape[3]).permute(0, 2, 1, 3)
 
 
-def _mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared MMD with a Gaussian kernel (bandwidth: median heuristic on the clean set)."""
-    with torch.no_grad():
-        bandwidth = torch.cdist(b, b).median().clamp_min(1e-3) ** 2
-    k = lambda u, v: torch.exp(-(torch.cdist(u, v) ** 2) / bandwidth)  # noqa: E731
-    return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
+class _MMD:
+    """Squared MMD to a fixed clean set of patches, Gaussian kernel (bandwidth: median heuristic
+    on the clean set). What depends only on the clean set (the bandwidth, the clean-clean term)
+    is computed once, not at every step."""
+
+    def __init__(self, clean: torch.Tensor):
+        self.clean = clean
+        with torch.no_grad():
+            distances = torch.cdist(clean, clean)
+            self.bandwidth = distances.median().clamp_min(1e-3) ** 2
+            self.clean_term = torch.exp(-(distances**2) / self.bandwidth).mean()
+
+    def kernel(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(torch.cdist(u, v) ** 2) / self.bandwidth)
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.kernel(patches, patches).mean() + self.clean_term - 2 * self.kernel(patches, self.clean).mean()
