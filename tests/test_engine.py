@@ -238,4 +238,4 @@ def test_bench_scale_prints_throughput_and_the_speed_up(ray_session, tmp_path, c
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == ["1", "2"]  # header, then one row a run
     assert all(line.split("|")[2].strip() == "4" for line in table[1:])  # every photo, each run
-    assert table[1].split("|")[7].strip() == "1.00x"
+    assert table[1].split("|")[9].strip() == "1.00x"  # the speed-up, over the first run's capacity
