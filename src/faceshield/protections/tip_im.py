@@ -131,6 +131,14 @@ class TIPIM(Protection):
         Param("landmark_jitter", 0.015, "std of the landmark noise per step, x face size (0: off)", low=0),
         Param("diversity", 0.5, "probability of a random down-scale per step (0 switches it off)", low=0, high=1),
         Param(
+            "spectrum",
+            0.0,
+            "spectrum simulation (SSA, Long et al. ECCV 2022): each step sees the face with noise of the budget's "
+            "size added and every DCT frequency scaled by a random factor in 1 +- this (0: off)",
+            low=0,
+            high=1,
+        ),
+        Param(
             "robust",
             False,
             "expectation over JPEG re-compression and down-scaling to 0.5x, to survive re-compression (slower)",
@@ -393,9 +401,12 @@ class TIPIM(Protection):
         return candidates, index
 
     def _transform(self, x: torch.Tensor, mask: np.ndarray, generator: torch.Generator):
-        """Input diversity and, with `robust`, JPEG of the face region: (x', landmark scale)."""
+        """Input diversity, spectrum simulation and, with `robust`, JPEG of the face region:
+        (x', landmark scale)."""
         if self.robust and torch.rand((), generator=generator) < 0.5:
             x = _jpeg_region(x, mask, float(torch.empty(()).uniform_(50, 90, generator=generator)))
+        if self.spectrum:
+            x = _spectrum_view(x, self.eps / 255.0, self.spectrum, generator)
         scale = 1.0
         if self.diversity and torch.rand((), generator=generator) < self.diversity:
             low = 0.5 if self.robust else 0.8
@@ -557,6 +568,28 @@ def _patches(x: torch.Tensor, mask: np.ndarray, size: int = 4, limit: int = 2048
     if len(patches) > limit:
         patches = patches[torch.linspace(0, len(patches) - 1, limit).long()]
     return patches
+
+
+@functools.lru_cache(maxsize=8)
+def _dct_matrix(n: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix of size n (its transpose is the inverse)."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    d[0] /= np.sqrt(2.0)
+    return d.float()
+
+
+def _spectrum_view(x: torch.Tensor, sigma: float, rho: float, generator: torch.Generator) -> torch.Tensor:
+    """SSA's spectrum transformation of a (1, C, H, W) image in [0, 1]: Gaussian noise of std
+    `sigma` added, then each 2-D DCT coefficient of each channel scaled by a factor drawn
+    uniformly in [1 - rho, 1 + rho], back to pixels. Differentiable in x."""
+    h, w = x.shape[2:]
+    dh, dw = _dct_matrix(h), _dct_matrix(w)
+    noisy = x + torch.randn(x.shape, generator=generator) * sigma
+    coeffs = dh @ noisy @ dw.T
+    scale = 1 + (torch.rand(coeffs.shape, generator=generator) * 2 - 1) * rho
+    return dh.T @ (coeffs * scale) @ dw
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
