@@ -177,3 +177,23 @@ def test_the_person_objective_leaves_the_persons_other_photos_behind_for_unseen_
             return -score if rec.metric == "euclidean" else score
 
         assert closeness(person) < closeness(one_photo) - 0.01, key
+
+
+def test_spectrum_simulation_is_the_dct_round_trip_with_random_gains():
+    """SSA's view: with no noise and no gain spread it gives the image back (the DCT is
+    orthonormal); otherwise it changes the image by about the noise and gains asked for, is
+    differentiable, and draws from the attack's generator (same seed, same view)."""
+    import torch
+
+    from faceshield.protections.tip_im import _dct_matrix, _spectrum_view
+
+    d = _dct_matrix(12)
+    assert torch.allclose(d @ d.T, torch.eye(12), atol=1e-5)
+    x = torch.rand(1, 3, 12, 10, requires_grad=True)
+    same = _spectrum_view(x, 0.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, x, atol=1e-5)
+    view = _spectrum_view(x, 8 / 255, 0.5, torch.Generator().manual_seed(1))
+    again = _spectrum_view(x, 8 / 255, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(view, again) and 0.02 < float((view - x).abs().mean()) < 0.3
+    view.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
