@@ -129,25 +129,32 @@ FRONTIER_RECORDS = ("identity-recipe-*", "identity-budgets-*")
 
 
 def frontier_points(records: dict[str, Record]) -> dict[str, list[tuple[float, float]]]:
-    """{method label: [(PSNR median, black-box mean PSR), ...]} from the recorded identity runs
-    and budget sweeps named by FRONTIER_RECORDS: the points of the privacy-against-visibility plot."""
+    """{run name: [(PSNR median, black-box mean PSR), ...]} from the recorded identity runs and
+    budget sweeps named by FRONTIER_RECORDS: the points of the privacy-against-visibility plot.
+    A run is named by its record ("recipe two-per-step", "budgets person"), not by its method
+    label: the records were made at different defaults, so equal labels can mean other settings;
+    a record of several methods names each ("recipe x: noise")."""
     from fnmatch import fnmatch
 
     points: dict[str, list[tuple[float, float]]] = {}
-    for name, rec in records.items():
+    for name, rec in sorted(records.items()):
         if not any(fnmatch(name, pattern) for pattern in FRONTIER_RECORDS):
             continue
         runs = [r["results"] for r in rec.results["rows"]] if rec.bench == "sweep" else [rec.results]
+        run_name = name.removeprefix("identity-").replace("-", " ", 1)
         for run in runs:
-            for method, res in run.get("methods", {}).items():
+            methods = run.get("methods", {})
+            for method, res in methods.items():
                 black = [r["psr"] for r in res["recognisers"].values() if not r["white_box"]]
+                key = run_name if len(methods) == 1 else f"{run_name}: {method}"
                 if black and "psnr_median" in res:
-                    points.setdefault(method, []).append((res["psnr_median"], float(sum(black) / len(black))))
+                    points.setdefault(key, []).append((res["psnr_median"], float(sum(black) / len(black))))
     return points
 
 
 def plot_frontier(records: dict[str, Record], out: Path = FRONTIER) -> Path | None:
-    """docs/identity-frontier.png: black-box PSR against PSNR, one line per method label."""
+    """docs/identity-frontier.png: black-box PSR against PSNR, a point per recorded run, a line
+    per budget sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +171,7 @@ def plot_frontier(records: dict[str, Record], out: Path = FRONTIER) -> Path | No
     ax.set_ylabel("black-box PSR, mean over judges (%)")
     ax.set_title("Identity protection against never-attacked recognisers")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(out, metadata={"Software": None})
     plt.close(fig)
