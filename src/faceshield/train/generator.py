@@ -91,6 +91,12 @@ def add_arguments(p) -> None:
         "--init", type=Path, help="start from the network weights of another run's last.pt, or an exported .safetensors"
     )
     p.add_argument("--export", type=Path, default=REPO_WEIGHTS / WEIGHTS_FILE)
+    p.add_argument(
+        "--evaluate",
+        type=Path,
+        nargs="+",
+        help="train nothing: print the validation of these weights (.safetensors or a run's .pt) per --val-sizes",
+    )
 
 
 def face_records(photos: list[torch.Tensor], cache: Path | None = None, min_side: float = 20):
@@ -206,8 +212,37 @@ def validate(net, views, detectors, eps: float, context: float) -> dict:
     return out
 
 
+def _load_state(path: Path) -> dict:
+    """Network weights from an exported .safetensors, a run's best.pt (a state dict) or last.pt."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, weights_only=False)
+    return state["net"] if "net" in state else state
+
+
+def evaluate(args) -> None:
+    """--evaluate: each weights file's validation (the held-out people's faces) at each face size."""
+    val_folders = tuple(f"identities/{p}" for p in args.val_people)
+    val_photos = data.load_tensors(sorted(p for f in val_folders for p in (args.data / f).glob("*.jpg")))
+    records = face_records(val_photos, args.run / "val_faces.json")
+    detectors = [models.load(k) for k in args.detectors]
+    print("| weights | face size | " + " | ".join(f"hidden from {d.name}" for d in detectors) + " | PSNR dB |")
+    print("|---|---:|" + "---:|" * len(detectors) + "---:|")
+    for path in args.evaluate:
+        net = FaceGenerator(args.width, args.blocks, WORK_SIZE)
+        net.load_state_dict(_load_state(path), strict=False)
+        for size in args.val_sizes:
+            out = validate(net, validation_views(val_photos, records, sizes=(size,)), detectors, args.eps, args.context)
+            hidden = " | ".join(f"{out.get(f'hidden_{d.name}', float('nan')):.0%}" for d in detectors)
+            print(f"| {path} | {size} | {hidden} | {out['val_psnr']:.1f} |", flush=True)
+
+
 def main(args) -> None:
     settings.apply_threads()
+    if args.evaluate:
+        return evaluate(args)
     data.seed_everything(args.seed)
     rng = random.Random(args.seed)
     val_folders = tuple(f"identities/{p}" for p in args.val_people)
@@ -225,12 +260,7 @@ def main(args) -> None:
     allowed_mse = 255.0**2 / 10 ** (args.psnr_floor / 10)  # grey levels^2 before the hinge bites
     net = FaceGenerator(args.width, args.blocks, WORK_SIZE)
     if args.init and not args.resume:
-        if str(args.init).endswith(".safetensors"):  # a shipped export, e.g. weights/perturbation_generator...
-            from safetensors.torch import load_file
-
-            state = load_file(str(args.init))
-        else:
-            state = torch.load(args.init, weights_only=False)["net"]
+        state = _load_state(args.init)  # a shipped export (weights/perturbation_generator...) or a run's
         missing = net.load_state_dict(state, strict=False).missing_keys
         print(f"initialised from {args.init}" + (f" (new: {', '.join(missing)})" if missing else ""))
     body = [p for name, p in net.named_parameters() if name != "universal"]
