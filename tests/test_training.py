@@ -99,3 +99,16 @@ def test_generator_views_of_large_faces_stay_in_range_and_are_never_mostly_upsam
     assert all(view_size(500, rng, (24, 160), (200, 600), 0.0) <= 160 for _ in range(100))
     small = [view_size(50, rng, (24, 160), (200, 600), 1.0) for _ in range(100)]
     assert all(24 <= s <= 80 for s in small)  # a 50 px face: at most 80 px, never a large view
+
+
+def test_generator_evaluate_prints_the_validation_of_each_weights_file_per_size(dataset, tmp_path, capsys):
+    """--evaluate trains nothing: a row per weights file and face size, from the held-out faces."""
+    args = ["generator", "--data", str(dataset), "--run", str(tmp_path / "run"), "--val-people", "zidane"]
+    export = tmp_path / "g.safetensors"
+    train([*args, "--steps", "1", "--export", str(export), *TRAINERS["generator"][:-2]])
+    capsys.readouterr()
+    train([*args, "--width", "4", "--blocks", "1", "--evaluate", str(export), "--val-sizes", "32", "64"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {export} |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["32", "64"]
+    assert all(row.rstrip(" |").split("|")[-1].strip().replace(".", "").isdigit() for row in rows)  # PSNR
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1  # the one training step only
