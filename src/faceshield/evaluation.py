@@ -184,7 +184,6 @@ def identity_leakage(
     and trains on them (here a linear classifier on a frozen recogniser, not a new network).
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import LeaveOneOut, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -194,7 +193,7 @@ def identity_leakage(
     same = np.array([s for *_, s in pairs], bool)
     predicted = np.array([recogniser.is_match(s) for s in scores], bool)
     sign = -1.0 if recogniser.metric == "euclidean" else 1.0  # similarity: higher = more alike
-    auc = float(roc_auc_score(same, sign * scores)) if 0 < same.sum() < len(same) else float("nan")
+    auc = float(weighted_auc(same, sign * scores, np.ones(len(same)))[0]) if len(same) else float("nan")
     auc_low, auc_high = _auc_interval(same, sign * scores, [(people[a], people[b]) for a, b, _ in pairs])
     photos = sorted(embeddings)
     hits, chance = [], []

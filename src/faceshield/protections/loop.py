@@ -206,7 +206,19 @@ def iterate(
     return run
 
 
-class feature_dropout:
+class _Hooks:
+    """Forward hooks registered on enter (`self.handles`) and removed on exit."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+class feature_dropout(_Hooks):
     """Model augmentation for transfer (DFANet: Zhong and Deng, "Towards Transferable
     Adversarial Attack against Deep Face Recognition", IEEE TIFS 2020): while active, every
     convolution of the given models drops each output value with probability `p` (rescaled, as
@@ -219,8 +231,8 @@ class feature_dropout:
     """
 
     def __init__(self, models: Sequence[object], p: float, generator: Tensor | None = None):
+        super().__init__()
         self.p, self.models, self.generator = p, models, generator
-        self.handles: list[Any] = []
 
     def __enter__(self) -> Self:
         import torch
@@ -243,13 +255,8 @@ class feature_dropout:
                             self.handles.append(module.register_forward_hook(hook))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
 
-
-class mid_features:
+class mid_features(_Hooks):
     """Capture one intermediate feature map per model (a feature-level objective, as in FIA /
     ILA-style transfer attacks): the output of the convolution at `depth` (0-1) through each
     model's torch network, in the order the convolutions were registered. After a forward pass
@@ -260,8 +267,8 @@ class mid_features:
     """
 
     def __init__(self, models: Sequence[Any], depth: float = 0.5):
+        super().__init__()
         self.models, self.depth = models, depth
-        self.handles: list[Any] = []
         self.last: dict[int, Tensor] = {}
 
     def __enter__(self) -> Self:
@@ -280,7 +287,5 @@ class mid_features:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+        super().__exit__(*exc)
         self.last.clear()

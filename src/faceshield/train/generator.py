@@ -44,7 +44,7 @@ from faceshield.protections.generator import (
 )
 from faceshield.train import data
 from faceshield.train.checkpoint import Run, export_safetensors
-from faceshield.weights import REPO_WEIGHTS
+from faceshield.weights import REPO_WEIGHTS, load_trained
 
 VAL_FACE_SIZES = (32, 64, 128)
 
@@ -215,9 +215,7 @@ def validate(net, views, detectors, eps: float, context: float) -> dict:
 def _load_state(path: Path) -> dict:
     """Network weights from an exported .safetensors, a run's best.pt (a state dict) or last.pt."""
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return load_trained(path).tensors
     state = torch.load(path, weights_only=False)
     return state["net"] if "net" in state else state
 
