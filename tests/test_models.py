@@ -61,3 +61,70 @@ def test_mtcnn_face_loss_is_differentiable_and_zero_without_faces(photos):
     assert loss.item() > 0 and x.grad.abs().sum() > 0
     blank = torch.full((1, 3, 128, 128), 0.5)
     assert det.face_loss(blank, torch.ones(128, 128)).item() == 0.0
+
+
+def test_mtcnn_area_crops_equal_facenet_pytorchs_resampling():
+    """The summed-area-table crops are F.interpolate(mode="area") of each crop (what
+    facenet-pytorch's imresample does), values and gradients, small and large crops alike."""
+    import torch.nn.functional as F
+
+    from faceshield.models.mtcnn import area_crops
+
+    img = (torch.rand(1, 3, 120, 170, generator=torch.Generator().manual_seed(0)) * 255).requires_grad_()
+    crops = [(0, 120, 0, 170), (10, 13, 5, 9), (20, 110, 40, 160), (3, 40, 7, 31), (50, 51, 60, 61)]
+    for size in (24, 48):
+        ours = area_crops(img, crops, size)
+        theirs = torch.cat([F.interpolate(img[:, :, a:b, c:d], size=(size, size), mode="area") for a, b, c, d in crops])
+        assert torch.allclose(ours, theirs, atol=1e-3)
+        w = torch.randn_like(ours)
+        (g1,) = torch.autograd.grad((ours * w).sum(), img)
+        (g2,) = torch.autograd.grad((theirs * w).sum(), img)
+        assert torch.allclose(g1, g2, atol=1e-3)
+
+
+def test_mtcnn_surrogate_proposes_every_box_the_real_cascade_does(photos):
+    """Every P-Net box facenet-pytorch's detect_face makes (generateBoundingBox: window corners
+    floored to whole pixels, then the regression and rerec) is among face_loss's candidates:
+    a box off by a fraction of a pixel was a crowd face the attack called hidden while the real
+    detector still found it."""
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox, imresample, rerec
+
+    det = models.load("mtcnn")
+    pixels = photos["zidane"][::2, ::2]
+    h, w = pixels.shape[:2]
+    img = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
+    ours = det._proposals(img, torch.ones(h, w), det._taus()[0])
+    with torch.no_grad():
+        for scale in det._scales(h, w)[:4]:
+            reg, probs = det.mtcnn.pnet((imresample(img, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125)
+            boxes, _ = generateBoundingBox(reg, probs[:, 1], scale, det.thresholds[0])
+            bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            theirs = torch.stack(
+                [
+                    boxes[:, 0] + boxes[:, 5] * bw,
+                    boxes[:, 1] + boxes[:, 6] * bh,
+                    boxes[:, 2] + boxes[:, 7] * bw,
+                    boxes[:, 3] + boxes[:, 8] * bh,
+                    boxes[:, 4],
+                ],
+                1,
+            )
+            theirs = rerec(theirs)[:, :4]
+            assert len(theirs) > 0
+            gap = (theirs[:, None, :] - ours[None, :, :]).abs().amax(-1).amin(1)
+            assert gap.max() < 1e-3, scale
+
+
+def test_mtcnn_attack_loss_screens_every_few_steps_and_confirms_zero(photos):
+    """attack_loss: the first step is face_loss itself; a zero is only ever returned after a
+    fresh screening (so the attack's "no candidate left" still means none)."""
+    det = models.load("mtcnn")
+    pixels = photos["astronaut"]
+    region = torch.from_numpy(region_mask(pixels.shape[:2], det.detect(pixels).boxes))
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(255)
+    loss = det.attack_loss(every=4)
+    assert loss(x, region).item() == pytest.approx(det.face_loss(x, region).item())
+    blank = torch.full((1, 3, 128, 128), 0.5)
+    screened = det.attack_loss(every=4)
+    assert screened(x[:, :, :128, :128], torch.ones(128, 128)).item() >= 0
+    assert screened(blank, torch.ones(128, 128)).item() == 0.0  # cached boxes, then a fresh look

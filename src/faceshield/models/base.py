@@ -34,7 +34,9 @@ class Detector:
     detect(pixels) takes an (H, W, 3) uint8 RGB array. Differentiable detectors also implement
     face_loss(x, region): x is a (1, 3, H, W) float tensor in [0, 1] that requires grad, region an
     (H, W) 0/1 tensor marking where no face may be found; the loss is zero once the detector
-    would find no face there, and grows with how confidently it still does.
+    would find no face there, and grows with how confidently it still does. attack_loss()
+    gives the face loss for the steps of one attack, where a detector may keep work from one
+    step to the next (MTCNN screens its candidates every few steps).
     """
 
     name: str = "detector"
@@ -47,6 +49,10 @@ class Detector:
 
     def face_loss(self, x, region):
         raise NotImplementedError(f"{self.name} is not differentiable")
+
+    def attack_loss(self):
+        """face_loss for the steps of one attack (a new one per attack: it may keep state)."""
+        return self.face_loss
 
 
 class Recogniser:

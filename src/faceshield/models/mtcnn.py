@@ -86,19 +86,54 @@ class MTCNNDetector(Detector):
         stage, P-Net included, stalled on zidane.jpg's large faces; this hides all four.)
         """
         img = x * 255.0
-        tau = [float(np.log(t / (1 - t))) - self.margin for t in self.thresholds]
-        with torch.no_grad():
-            boxes = self._proposals(img.detach(), region, tau[0])
-            if len(boxes):  # keep the candidates that R-Net and O-Net both still accept
-                m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
-                boxes, reg_r = boxes[m_r > tau[1]], reg_r[m_r > tau[1]]
-                if len(boxes):
-                    m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r), 48)
-                    alive = (m_o > tau[2]).nonzero()[:, 0]
-                    # The most confident few per step: each crop's backward pass costs a
-                    # full-size gradient, and the rest are taken in later steps.
-                    alive = alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates]]
-                    boxes = boxes[alive]
+        tau = self._taus()
+        return self._candidate_loss(img, region, self._screen(img.detach(), region, tau), tau)
+
+    def attack_loss(self, every: int = 4):
+        """face_loss for one attack's steps, screening the candidates (the no-grad pass of the
+        whole cascade over every P-Net window, most of a step's cost on a crowd photo: thousands
+        of windows) only every `every` steps; between screenings the same candidates are pushed
+        down (up to `every` x max_candidates of them, so a screening feeds the steps until the
+        next). A zero loss is always confirmed by a fresh screening, so zero still means that
+        no candidate is left."""
+        kept: dict = {"boxes": None, "age": 0}
+
+        def loss(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+            img, tau = x * 255.0, self._taus()
+            fresh = kept["boxes"] is None or kept["age"] >= every
+            if fresh:
+                kept["boxes"], kept["age"] = self._screen(img.detach(), region, tau, every), 0
+            kept["age"] += 1
+            value = self._candidate_loss(img, region, kept["boxes"], tau)
+            if not fresh and float(value.detach()) == 0.0:  # confirm on a fresh screening
+                kept["boxes"], kept["age"] = self._screen(img.detach(), region, tau, every), 1
+                value = self._candidate_loss(img, region, kept["boxes"], tau)
+            return value
+
+        return loss
+
+    def _taus(self) -> list[float]:
+        """Each stage's threshold as a logit margin, lowered by `margin`."""
+        return [float(np.log(t / (1 - t))) - self.margin for t in self.thresholds]
+
+    @torch.no_grad()
+    def _screen(self, img: torch.Tensor, region: torch.Tensor, tau: list[float], share: int = 1) -> torch.Tensor:
+        """The candidates R-Net and O-Net both still accept (P-Net boxes, the most confident
+        `share` x max_candidates): each crop's backward pass has a cost, and the rest are
+        taken in later steps."""
+        boxes = self._proposals(img, region, tau[0])
+        if len(boxes):
+            m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
+            boxes, reg_r = boxes[m_r > tau[1]], reg_r[m_r > tau[1]]
+            if len(boxes):
+                m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r), 48)
+                alive = (m_o > tau[2]).nonzero()[:, 0]
+                boxes = boxes[alive[torch.argsort(m_o[alive], descending=True)[: self.max_candidates * share]]]
+        return boxes
+
+    def _candidate_loss(self, img: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor, tau) -> torch.Tensor:
+        """How far R-Net and O-Net are above their lowered thresholds on `boxes` (+ P-Net's
+        dense term when proposal_weight > 0)."""
         dense = self.proposal_weight * self.proposal_loss(img, region, tau[0]) if self.proposal_weight else 0.0
         if len(boxes) == 0:
             return img.sum() * 0.0 + dense
@@ -141,8 +176,10 @@ class MTCNNDetector(Detector):
                 iy, ix = ((margin > tau) & (region[ys][:, xs] > 0)).nonzero().unbind(1)
                 # window box as generateBoundingBox, then P-Net's regression; no NMS, since
                 # once perturbed any of these windows may be the one the cascade keeps
-                x1, y1 = (2 * ix + x0 + 1) / s, (2 * iy + y0 + 1) / s
-                x2, y2 = (2 * ix + x0 + 12) / s, (2 * iy + y0 + 12) / s
+                # (floored to whole pixels as generateBoundingBox does: a pixel's shift of a
+                # small face's crop is enough for the real cascade to keep a face this misses)
+                x1, y1 = torch.floor((2 * ix + x0 + 1) / s), torch.floor((2 * iy + y0 + 1) / s)
+                x2, y2 = torch.floor((2 * ix + x0 + 12) / s), torch.floor((2 * iy + y0 + 12) / s)
                 r = reg[0, :, iy, ix]
                 bw, bh = x2 - x1, y2 - y1
                 found.append(torch.stack([x1 + r[0] * bw, y1 + r[1] * bh, x2 + r[2] * bw, y2 + r[3] * bh], 1))
@@ -167,16 +204,40 @@ class MTCNNDetector(Detector):
             if x2 <= x1 - 1 or y2 <= y1 - 1:  # empty crop: the cascade skips such a box
                 x1, y1, x2, y2 = 1, 1, 2, 2
             crops.append((y1 - 1, y2, x1 - 1, x2))
-        # Slice the crops out of one sub-image around them all: each slice's backward pass
-        # allocates a gradient the size of what it was sliced from.
-        r0, c0 = min(c[0] for c in crops), min(c[2] for c in crops)
-        sub = img[:, :, r0 : max(c[1] for c in crops), c0 : max(c[3] for c in crops)]
-        patches = [
-            F.interpolate(sub[:, :, a - r0 : b - r0, c - c0 : d - c0], size=(size, size), mode="area")
-            for a, b, c, d in crops
-        ]
-        out = net((torch.cat(patches) - 127.5) * 0.0078125)
+        patches = area_crops(img, crops, size)
+        out = net((patches - 127.5) * 0.0078125)
         return out[-1][:, 1] - out[-1][:, 0], out[0]
+
+
+def area_crops(img: torch.Tensor, crops: list[tuple[int, int, int, int]], size: int) -> torch.Tensor:
+    """Every crop (row0, row1, col0, col1) of a (1, C, H, W) image area-resampled to size x size,
+    as F.interpolate(mode="area") (adaptive average pooling: output cell i averages input rows
+    floor(i h / size) to ceil((i + 1) h / size)) makes each one, from one summed-area table:
+    (N, C, size, size). Differentiable; the cost is one pass over the image plus four look-ups
+    per output cell, whatever the number and size of the crops (one interpolate call per crop
+    cost most of a step on a portrait with hundreds of candidates)."""
+    c = img.shape[1]
+    bounds = torch.tensor(crops, dtype=torch.int64)  # (N, 4)
+    top, left = int(bounds[:, 0].min()), int(bounds[:, 2].min())  # only the part the crops cover
+    sub = img[0, :, top : int(bounds[:, 1].max()), left : int(bounds[:, 3].max())]
+    table = F.pad(sub.double().cumsum(1).cumsum(2), (1, 0, 1, 0))  # (C, h + 1, w + 1)
+    bounds = bounds - torch.tensor([top, top, left, left])
+    i = torch.arange(size, dtype=torch.int64)
+
+    def edges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = (hi - lo)[:, None]
+        return lo[:, None] + i * n // size, lo[:, None] + -((-(i + 1) * n) // size)  # floor, ceil
+
+    r0, r1 = edges(bounds[:, 0], bounds[:, 1])  # (N, size)
+    c0, c1 = edges(bounds[:, 2], bounds[:, 3])
+    flat, width = table.reshape(c, -1), table.shape[2]
+
+    def corner(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return flat[:, (rows[:, :, None] * width + cols[:, None, :]).reshape(-1)]
+
+    sums = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1)
+    return (sums / area).reshape(c, len(crops), size, size).transpose(0, 1).contiguous().to(img.dtype)
 
 
 def _logits_twin(net: torch.nn.Module, softmax: str) -> torch.nn.Module:

@@ -13,8 +13,10 @@ in the photo). Three parts, each switchable, added together and clipped to the b
    against the ensemble its weights name, on faces of people the benchmarks never judge).
 3. Universal adversarial perturbation (end or server): one image-independent 192 px pattern
    for aligned faces, trained together with the transfer network.
-The crop-space perturbation is warped back onto the face in the photo (bilinear, so the
-budget holds) and rounded to whole grey levels.
+The sum is kept to the face box grown by `face_margin` (what recognisers' crops read; the rest
+of the crop is context for the networks, not a place to spend the budget: confining it is
+what keeps a thumbnail whose face fills the photo above 36 dB), warped back onto the face in
+the photo (bilinear, so the budget holds) and rounded to whole grey levels.
 Trained by `python -m faceshield.train apf`; weights in weights/apf.safetensors (model card:
 weights/README.md).
 """
@@ -34,6 +36,7 @@ from faceshield.models import Detections
 from faceshield.models.alignment import five_points, similarity, template, unwarp, warp
 from faceshield.protections.base import (
     EPS,
+    FACE_MARGIN,
     SEED,
     SUBSET,
     WEIGHTS,
@@ -42,6 +45,7 @@ from faceshield.protections.base import (
     Protection,
     ProtectionResult,
     no_identity_to_hide,
+    region_mask,
     register,
 )
 from faceshield.protections.generator import PerturbationGenerator
@@ -56,6 +60,13 @@ PARTS = ("gradient", "transfer", "uap")
 def crop_transform(points: np.ndarray) -> np.ndarray:
     """crop pixel -> photo pixel (3x3) for a face's 5 ArcFace points."""
     return np.linalg.inv(similarity(points, template(CROP, ZOOM)))
+
+
+def crop_mask(shape: tuple[int, ...], box, crop_to_photo: np.ndarray, margin: float, side: int = CROP) -> torch.Tensor:
+    """(1, 1, side, side) in [0, 1]: where in the aligned crop the change may go, the face `box`
+    of a photo of `shape` grown by `margin` x its size (region_mask) seen through the crop."""
+    inside = torch.from_numpy(region_mask(shape[:2], np.asarray(box)[None], margin))[None, None] * 255
+    return warp(inside, crop_to_photo, side) / 255
 
 
 def crop_points(side: int = CROP) -> np.ndarray:
@@ -156,6 +167,7 @@ class APF(Protection):
     hides, per_face_cost = "identity", True
     params = (
         EPS.but(help="L-inf budget in grey levels (the networks were trained at 8)"),
+        FACE_MARGIN,
         Param(
             "parts",
             PARTS,
@@ -227,12 +239,13 @@ class APF(Protection):
                     t_server += time.perf_counter() - t
             if "uap" in self.parts:
                 part["uap"] = uap_part(trained.uap, self.eps, side)
-            footprint = unwarp(torch.ones_like(crop[:, :1]), a, pixels.shape[:2])
+            mask = crop_mask(pixels.shape, box, a, self.face_margin, side)
+            footprint = unwarp(mask, a, pixels.shape[:2])
             for subset, total in totals.items():
                 # first weights (APF v1): the transfer network replaced the device's own part
                 keys = [k for k in subset if own_in_output or k != "gradient" or "transfer" not in subset]
                 chosen = [part[k] for k in keys if k in part] or [torch.zeros_like(crop)]
-                delta = torch.stack(chosen).sum(0).clamp(-self.eps, self.eps)
+                delta = torch.stack(chosen).sum(0).clamp(-self.eps, self.eps) * mask
                 # later faces win overlaps
                 totals[subset] = total * (1 - footprint) + unwarp(delta, a, pixels.shape[:2])
         photos = {

@@ -94,6 +94,14 @@ class DetectorPGD(Protection):
             low=0,
             high=EPS.high,
         ),
+        Param(
+            "grid",
+            0,
+            "coarse grid: the change is made of cells about (smallest face side / grid) px across (each step's "
+            "gradient averaged over the cells), where a large face is decided at MTCNN's coarse pyramid levels "
+            "and a pixel-wise change averages out; 0: pixel-wise",
+            low=0,
+        ),
         Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
         Param(
             "rung_steps",
@@ -144,20 +152,23 @@ class DetectorPGD(Protection):
                 delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, self.eps).to(device))
         stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=self.start != "zero")
 
+        losses = [d.attack_loss() for d in detectors]  # one attack's losses (they may keep state)
+
         def objective(step: int):
             x = (x0 + delta * m) / 255.0
-            face_loss = sum(d.face_loss(x, region) for d in detectors)
+            face_loss = sum(loss(x, region) for loss in losses)
             distortion = (delta * m).pow(2).mean()
             return face_loss + self.distortion_weight * distortion, float(face_loss.detach())
 
         # a zero loss ends it too: the surrogate sees no face, so no gradient is left
         hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
         history, ladder = [], []
+        smooth = coarse_grid(self.cell(all_faces.boxes))
         for eps, steps in self.budgets(len(all_faces) > 0):
             if ladder:  # a larger rung, from the perturbation so far (just judged: a face is found)
                 stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
             late: list[str] = []
-            config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum)
+            config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum, smooth=smooth)
             run = iterate(config, Perturbation(delta, x0, m), objective, hidden, stop, on_step, late)
             history += run.history
             success = stop.success or hidden()  # judged again when the steps ran out
@@ -175,6 +186,7 @@ class DetectorPGD(Protection):
             "perturbation_scale": scale,
             "ladder": ladder,
             "eps_used": eps,
+            "cell": self.cell(all_faces.boxes),
             "psnr": image_quality(pixels, out)["psnr"],
         }
         if not success:
@@ -208,6 +220,15 @@ class DetectorPGD(Protection):
             if eps > ladder[-1][0]:
                 ladder.append((eps, self.rung_steps))
         return ladder
+
+    def cell(self, boxes) -> int:
+        """The coarse grid's cell side (px) for faces `boxes`: the smallest face's longer side /
+        grid, at least 1 (1: pixel-wise; a crowd's small faces keep the pixel-wise change)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if not self.grid or not len(boxes):
+            return 1
+        side = float(np.max(boxes[:, 2:] - boxes[:, :2], axis=1).min())
+        return max(1, int(side / self.grid))
 
     def describe(self, result: ProtectionResult) -> str:
         """The summary line, and which budget the ladder took when it climbed (and its PSNR)."""
@@ -251,6 +272,20 @@ class DetectorPGD(Protection):
                 if mask[cy, cx] > 0:
                     return False
         return True
+
+
+def coarse_grid(cell: int):
+    """The gradient filter of a perturbation made of `cell` px cells: each step's gradient is
+    averaged over the cells and up-sampled bilinearly (None for 1 px cells: pixel-wise)."""
+    if cell <= 1:
+        return None
+    import torch.nn.functional as F
+
+    def smooth(grad: torch.Tensor) -> torch.Tensor:
+        coarse = F.avg_pool2d(grad, cell, ceil_mode=True)
+        return F.interpolate(coarse, size=grad.shape[-2:], mode="bilinear", align_corners=False)
+
+    return smooth
 
 
 def _generator_start(x0: torch.Tensor, boxes, eps: float) -> torch.Tensor:

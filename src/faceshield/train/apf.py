@@ -41,6 +41,7 @@ from faceshield.protections.apf import (
     CROP,
     PROBES,
     WEIGHTS_FILE,
+    crop_mask,
     crop_points,
     crop_transform,
     probe_gradient,
@@ -72,6 +73,7 @@ def add_arguments(p) -> None:
     p.add_argument("--eps", type=float, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--margin", type=float, default=0.5, help="dodging margin beyond each threshold")
+    p.add_argument("--face-margin", type=float, default=0.25, help="how far around the face box the change may reach")
     p.add_argument("--probe", nargs="+", default=list(PROBES), help="the device's probe recognisers")
     p.add_argument("--ensemble", nargs="+", default=["dlib-resnet-torch", "facenet", "sface"])
     p.add_argument("--judges", nargs="*", default=["facelib-mobilenet"], help="never trained against; validation only")
@@ -226,7 +228,8 @@ class Views:
         own, grad = probe_gradient(self.probes, x, self.args.eps, self.args.probe_steps, self.generator)
         with torch.no_grad():
             e0 = {k: r.embed_tensor(x, lm[k]) for k, r in self.recs.items()}
-        return {"crop": crop, "landmarks": lm, "e0": e0, "own": own.half(), "grad": grad.half()}
+        mask = crop_mask(pixels.shape, box, a @ j, self.args.face_margin, side)
+        return {"crop": crop, "landmarks": lm, "e0": e0, "own": own.half(), "grad": grad.half(), "mask": mask.half()}
 
     def random(self, faces, rng) -> dict:
         _, photo, box = faces[rng.integers(len(faces))]
@@ -262,7 +265,7 @@ def _apply(transfer, uap_logits, sample, eps):
         sample["own"].float()
         + transfer_part(transfer, sample["grad"].float(), eps)
         + uap_part(torch.tanh(uap_logits), eps, side)
-    ).clamp(-eps, eps)
+    ).clamp(-eps, eps) * sample["mask"].float()
     delta = delta + (delta.round() - delta).detach()  # the photo stores whole grey levels
     return (x + delta / 255).clamp(0, 1)
 
@@ -375,6 +378,7 @@ def export(args, transfer, uap_logits, faces: int, steps: int) -> None:
             "ensemble": ",".join(args.ensemble),
             "judges": ",".join(args.judges),
             "margin": args.margin,
+            "face_margin": args.face_margin,
             "steps": steps,
             "batch": args.batch,
             "seed": args.seed,
