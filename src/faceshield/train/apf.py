@@ -349,13 +349,20 @@ def main(args) -> None:
 
 @torch.no_grad()
 def validate(transfer, uap_logits, val, recs, eps) -> dict:
-    """Share of held-out views each recogniser no longer matches (ensemble and judges)."""
-    fooled = {k: [] for k in recs}
+    """Share of held-out views each recogniser no longer matches (ensemble and judges), and how
+    far beyond its threshold each is on average (in units of the threshold; > 0: no match), the
+    continuous figure that moves before a binary share does."""
+    fooled, beyond = {k: [] for k in recs}, {k: [] for k in recs}
     for sample in val:
         x_adv = _apply(transfer, uap_logits, sample, eps)
         for k, rec in recs.items():
-            fooled[k].append(_fooled(rec, rec.embed_tensor(x_adv, sample["landmarks"][k]), sample["e0"][k]))
-    return {f"val_fooled_{k}": np.mean(v) for k, v in fooled.items()}
+            e = rec.embed_tensor(x_adv, sample["landmarks"][k])
+            fooled[k].append(_fooled(rec, e, sample["e0"][k]))
+            s = float(rec.score_tensor(e, sample["e0"][k])) / rec.threshold
+            beyond[k].append(s - 1 if rec.metric == "euclidean" else 1 - s)
+    return {f"val_fooled_{k}": np.mean(v) for k, v in fooled.items()} | {
+        f"val_beyond_{k}": round(float(np.mean(v)), 4) for k, v in beyond.items()
+    }
 
 
 def export(args, transfer, uap_logits, faces: int, steps: int) -> None:
