@@ -112,3 +112,18 @@ def test_generator_evaluate_prints_the_validation_of_each_weights_file_per_size(
     assert [row.split("|")[2].strip() for row in rows] == ["32", "64"]
     assert all(row.rstrip(" |").split("|")[-1].strip().replace(".", "").isdigit() for row in rows)  # PSNR
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1  # the one training step only
+
+
+def test_apf_evaluate_prints_the_validation_of_each_weights_file(dataset, tmp_path, capsys):
+    """--evaluate trains nothing: a row per weights file, each recogniser's fooled share and its
+    mean distance beyond the threshold, on the run's validation views."""
+    args = ["apf", "--data", str(dataset), "--run", str(tmp_path / "run"), *TRAINERS["apf"]]
+    export = tmp_path / "a.safetensors"
+    train([*args, "--steps", "1", "--export", str(export)])
+    capsys.readouterr()
+    train([*args, "--evaluate", str(export), str(export)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {export} |")]
+    assert len(rows) == 2 and rows[0] == rows[1]  # the same file twice: the same figures
+    cell = rows[0].split("|")[2].strip()  # facenet, e.g. "100% (+0.212)"
+    assert cell.endswith(")") and "% (" in cell
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2  # validation + the one step

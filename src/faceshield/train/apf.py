@@ -104,6 +104,12 @@ def add_arguments(p) -> None:
     p.add_argument("--save-every", type=int, default=25)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export-only", action="store_true", help="export the run's last checkpoint and stop")
+    p.add_argument(
+        "--evaluate",
+        type=Path,
+        nargs="+",
+        help="train nothing: print the validation of these weights (.safetensors files) on the run's validation views",
+    )
     p.add_argument("--export", type=Path, default=REPO_WEIGHTS / WEIGHTS_FILE)
 
 
@@ -279,11 +285,31 @@ def _initialise(path: Path, transfer, uap_logits) -> None:
     transfer.load_state_dict(trained.part("transfer"))
     with torch.no_grad():
         uap_logits.copy_(torch.atanh(trained.tensors["uap"].clamp(-0.999, 0.999)))
-    print(f"initialised from {path}")
+
+
+def evaluate(args) -> None:
+    """--evaluate: each weights file's validation (shares fooled and how far beyond each
+    threshold), on the run's cached validation views (made the same way when missing)."""
+    keys = list(dict.fromkeys([*args.ensemble, *args.judges]))
+    views = Views(args, keys)
+    args.run.mkdir(parents=True, exist_ok=True)
+    val = _cached(args.run / "val.pt", lambda: views.validation(photo_faces(photo_sets(args)[1], args.min_face)))
+    print(f"{len(val)} validation views; fooled share (mean distance beyond the threshold, in thresholds)")
+    print("| weights | " + " | ".join(keys) + " |")
+    print("|---|" + "---:|" * len(keys))
+    for path in args.evaluate:
+        transfer = PerturbationGenerator(args.width, args.blocks)
+        uap_logits = torch.nn.Parameter(torch.zeros(3, CROP, CROP))
+        _initialise(path, transfer, uap_logits)
+        out = validate(transfer, uap_logits, val, views.recs, args.eps)
+        cells = [f"{out[f'val_fooled_{k}']:.0%} ({out[f'val_beyond_{k}']:+.3f})" for k in keys]
+        print(f"| {path} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main(args) -> None:
     settings.apply_threads()
+    if args.evaluate:
+        return evaluate(args)
     data.seed_everything(args.seed)
     args.run.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys([*args.ensemble, *args.judges]))
@@ -294,6 +320,7 @@ def main(args) -> None:
     uap_logits = torch.nn.Parameter(torch.zeros(3, CROP, CROP))
     if args.init and not args.resume:
         _initialise(args.init, transfer, uap_logits)
+        print(f"initialised from {args.init}")
     opt = torch.optim.Adam(
         [{"params": transfer.parameters(), "lr": args.lr}, {"params": [uap_logits], "lr": args.lr * 10}]
     )
