@@ -50,8 +50,9 @@ class Detector:
     def face_loss(self, x, region):
         raise NotImplementedError(f"{self.name} is not differentiable")
 
-    def attack_loss(self):
-        """face_loss for the steps of one attack (a new one per attack: it may keep state)."""
+    def attack_loss(self, every: int = 1):
+        """face_loss for the steps of one attack (a new one per attack: it may keep state;
+        `every`: how often a detector that screens candidates re-screens them)."""
         return self.face_loss
 
 

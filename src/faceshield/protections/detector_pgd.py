@@ -70,6 +70,13 @@ class DetectorPGD(Protection):
         ATTACK.but(default=attacks, help="white-box detectors to attack (registry keys)"),
         Param("distortion_weight", 0.0, "weight of the mean squared perturbation (grey levels) in the loss", low=0),
         FACE_MARGIN,
+        Param(
+            "screen_every",
+            4,
+            "MTCNN: run the whole cascade over every candidate window (the no-grad part of a step, most of "
+            "its cost on a crowd) every this many steps, pushing the same candidates down in between; 1: every step",
+            low=1,
+        ),
         Param("check_every", 4, "test the real detectors on the 8-bit image every this many steps", low=1),
         Param("extra_steps", 2, "steps kept after success, to stand some distance from the threshold", low=0),
         WHOLE_IMAGE,
@@ -152,7 +159,7 @@ class DetectorPGD(Protection):
                 delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, self.eps).to(device))
         stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=self.start != "zero")
 
-        losses = [d.attack_loss() for d in detectors]  # one attack's losses (they may keep state)
+        losses = [d.attack_loss(self.screen_every) for d in detectors]  # one attack's losses (they may keep state)
 
         def objective(step: int):
             x = (x0 + delta * m) / 255.0
