@@ -115,6 +115,27 @@ def test_mtcnn_surrogate_proposes_every_box_the_real_cascade_does(photos):
             assert gap.max() < 1e-3, scale
 
 
+def test_mtcnn_screening_by_chunks_keeps_live_candidates_and_misses_none(photos):
+    """_screen judges P-Net's windows in chunks, the most confident first, and stops once it has
+    enough live ones: what it returns is alive at R-Net and O-Net, as many as asked for when
+    there are that many, and with room for all of them it returns exactly the live set."""
+    det = models.load("mtcnn")
+    pixels = photos["zidane"][::2, ::2]
+    h, w = pixels.shape[:2]
+    img = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
+    region, tau = torch.ones(h, w), det._taus()
+    with torch.no_grad():
+        boxes = det._proposals(img, region, tau[0])
+        m_r, reg_r = det._judge(det._rnet, img, boxes, 24)
+        m_o, _ = det._judge(det._onet, img, det._refine(boxes, reg_r), 48)
+    alive = {tuple(b) for b in boxes[(m_r > tau[1]) & (m_o > tau[2])].tolist()}
+    assert len(alive) > det.max_candidates  # a photo that needs more than one chunk's worth
+    few = det._screen(img, region, tau)
+    assert len(few) == det.max_candidates and {tuple(b) for b in few.tolist()} <= alive
+    every = det._screen(img, region, tau, share=len(alive) // det.max_candidates + 1)
+    assert {tuple(b) for b in every.tolist()} == alive
+
+
 def test_mtcnn_attack_loss_screens_every_few_steps_and_confirms_zero(photos):
     """attack_loss: the first step is face_loss itself; a zero is only ever returned after a
     fresh screening (so the attack's "no candidate left" still means none)."""

@@ -214,6 +214,11 @@ def test_the_stopping_rule_of_the_iterative_attacks():
     assert run(tip, [1] * 10, lambda: True) is None and not tip.reached  # never zero: never judged
     tip = EarlyStop(5, 3, zero_required=True)
     assert run(tip, [0] * 12, lambda: True) == 7 and tip.success
+    # patience: a plateau (the last 4 steps' best under 5% below the best before) ends a rung
+    flat = EarlyStop(100, 2, zero_stops=True, patience=4)
+    assert run(flat, [10, 9, 8, 8, 7.9, 7.8, 8, 7.7, 7.7], lambda: False) == 7 and flat.stalled and not flat.success
+    falling = EarlyStop(100, 2, zero_stops=True, patience=4)
+    assert run(falling, [10 * 0.9**k for k in range(20)], lambda: False) is None and not falling.stalled
 
 
 @pytest.mark.parametrize("method", ["apf", "tip-im"])

@@ -111,6 +111,13 @@ class DetectorPGD(Protection):
         ),
         Param("rungs", 3, "budget ladder: how many budgets above eps it may try (0: none)", low=0, high=8),
         Param(
+            "patience",
+            16,
+            "budget ladder: leave a budget for the next one early when the loss fell less than 5% in this "
+            "many steps (a plateau the rest of the steps rarely leave); 0: always take every step",
+            low=0,
+        ),
+        Param(
             "rung_steps",
             40,
             "budget ladder: most iterations at each larger budget (each starts from the perturbation so far)",
@@ -157,7 +164,6 @@ class DetectorPGD(Protection):
         if self.start == "generator" and len(all_faces):
             with torch.no_grad():
                 delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, self.eps).to(device))
-        stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=self.start != "zero")
 
         losses = [d.attack_loss(self.screen_every) for d in detectors]  # one attack's losses (they may keep state)
 
@@ -171,9 +177,13 @@ class DetectorPGD(Protection):
         hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
         history, ladder = [], []
         smooth = coarse_grid(self.cell(all_faces.boxes))
-        for eps, steps in self.budgets(len(all_faces) > 0):
-            if ladder:  # a larger rung, from the perturbation so far (just judged: a face is found)
-                stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True)
+        budgets = self.budgets(len(all_faces) > 0)
+        for rung, (eps, steps) in enumerate(budgets):
+            # a larger rung goes on from the perturbation so far (just judged: a face is found);
+            # every rung but the last may be left early on a plateau
+            patience = self.patience if rung < len(budgets) - 1 else 0
+            first = not ladder and self.start != "zero"
+            stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=first, patience=patience)
             late: list[str] = []
             config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum, smooth=smooth)
             run = iterate(config, Perturbation(delta, x0, m), objective, hidden, stop, on_step, late)

@@ -75,6 +75,9 @@ class EarlyStop:
     holds, `extra_steps` more steps stand some distance from the threshold, then the attack
     stops with success. zero_required: judge only when the loss is zero (the margin is met).
     zero_stops: a zero loss also ends the attack, judged or not (no gradient is left).
+    patience: also end it, without success (`stalled`), when the lowest loss of the last
+    `patience` steps is less than `min_gain` below the lowest before them (a budget ladder then
+    climbs at once instead of spending the rest of a rung's steps on a plateau); 0: never.
 
         stop = EarlyStop(4, 2, zero_stops=True)
         for step in range(steps):
@@ -92,11 +95,14 @@ class EarlyStop:
         zero_stops: bool = False,
         zero_required: bool = False,
         check_first: bool = False,
+        patience: int = 0,
+        min_gain: float = 0.05,
     ):
         self.check_every, self.extra_steps, self.check_first = check_every, extra_steps, check_first
         self.zero_stops, self.zero_required = zero_stops, zero_required
+        self.patience, self.min_gain, self.losses = patience, min_gain, []
         self.extra: int | None = None  # steps still to take after judge() held
-        self.success = False
+        self.success = self.stalled = False
 
     @property
     def reached(self) -> bool:
@@ -115,6 +121,12 @@ class EarlyStop:
                 return True
             self.extra -= 1
             return False
+        self.losses.append(loss)
+        if self.patience and len(self.losses) >= 2 * self.patience:
+            before, recent = min(self.losses[: -self.patience]), min(self.losses[-self.patience :])
+            if recent > (1 - self.min_gain) * before:
+                self.stalled = True
+                return True
         return self.zero_stops and zero
 
 
