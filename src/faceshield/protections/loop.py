@@ -100,7 +100,8 @@ class EarlyStop:
     ):
         self.check_every, self.extra_steps, self.check_first = check_every, extra_steps, check_first
         self.zero_stops, self.zero_required = zero_stops, zero_required
-        self.patience, self.min_gain, self.losses = patience, min_gain, []
+        self.patience, self.min_gain = patience, min_gain
+        self.losses: list[float] = []
         self.extra: int | None = None  # steps still to take after judge() held
         self.success = self.stalled = False
 
