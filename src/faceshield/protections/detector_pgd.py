@@ -174,7 +174,14 @@ class DetectorPGD(Protection):
             return face_loss + self.distortion_weight * distortion, float(face_loss.detach())
 
         # a zero loss ends it too: the surrogate sees no face, so no gradient is left
-        hidden = lambda: self._hidden(detectors, x0, delta, m, mask)
+        held: dict[str, torch.Tensor] = {}  # the last perturbation judged to hide every face
+
+        def hidden() -> bool:
+            ok = self._hidden(detectors, x0, delta, m, mask)
+            if ok:
+                held["delta"] = delta.detach().clone()
+            return ok
+
         history, ladder = [], []
         smooth = coarse_grid(self.cell(all_faces.boxes))
         budgets = self.budgets(len(all_faces) > 0)
@@ -185,12 +192,18 @@ class DetectorPGD(Protection):
             first = not ladder and self.start != "zero"
             stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=first, patience=patience)
             late: list[str] = []
+            held.clear()
             config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum, smooth=smooth)
             run = iterate(config, Perturbation(delta, x0, m), objective, hidden, stop, on_step, late)
             history += run.history
             # judged on the final 8-bit photo: the steps taken after success to stand off the
-            # threshold can also bring a face back over it (then the ladder goes on)
+            # threshold can also bring a face back over it; then the photo judged hidden during
+            # this rung is kept (the ladder goes on only when none was)
             success = hidden()
+            if not success and "delta" in held:
+                with torch.no_grad():
+                    delta.copy_(held["delta"])
+                success = True
             ladder.append({"eps": eps, "steps": run.steps, "hidden": bool(success)})
             notices += late
             if success or late:  # hidden, or the request's time is up
