@@ -132,6 +132,16 @@ def test_a_tree_with_bad_unreadable_and_repeated_names_is_protected_and_recorded
     assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
 
 
+@pytest.fixture
+def default_ctrl_c():
+    """Ctrl-C handled as Python does by default (KeyboardInterrupt) during the test: a library an
+    earlier test loaded in this process may have left its own SIGINT handler installed (in one
+    full run on a fresh clone the signal was swallowed and the run went on to the end)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_when(out: Path, outputs: int) -> threading.Thread:
     """Send this process SIGINT (as Ctrl-C does) once `outputs` PNGs are in `out`."""
 
@@ -148,7 +158,7 @@ def _interrupt_when(out: Path, outputs: int) -> threading.Thread:
     return thread
 
 
-def test_an_interrupted_run_resumes_without_redoing_finished_photos(engine, tmp_path, capsys):
+def test_an_interrupted_run_resumes_without_redoing_finished_photos(engine, tmp_path, capsys, default_ctrl_c):
     src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.txt"
     for i in range(8):
         photo(src / f"p{i}.png", (i, 0, 0))
