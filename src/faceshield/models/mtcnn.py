@@ -223,8 +223,8 @@ class MTCNNDetector(Detector):
                 x1, y1, x2, y2 = 1, 1, 2, 2
             crops.append((y1 - 1, y2, x1 - 1, x2))
         patches = area_crops(img, crops, size)
-        # channels-last input: on the CPU, O-Net's convolutions and pooling ran 1.5-2x faster
-        # this way (forward and backward), the result equal to float rounding
+        # channels-last input: faster convolutions and pooling on the CPU (forward and
+        # backward), the result equal to float rounding
         out = net(((patches - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last))
         return out[-1][:, 1] - out[-1][:, 0], out[0]
 

@@ -73,7 +73,7 @@ class DetectorPGD(Protection):
         Param(
             "screen_every",
             4,
-            "MTCNN: run the whole cascade over every candidate window (the no-grad part of a step, most of "
+            "MTCNN: screen the candidate windows with the whole cascade (the no-grad part of a step, much of "
             "its cost on a crowd) every this many steps, pushing the same candidates down in between; 1: every step",
             low=1,
         ),
