@@ -15,7 +15,7 @@ Validation (every `--val-every` steps, logged beside the losses): the share of f
 of held-out people (`--val-people`, never trained on) at face sizes 32/64/128 px (`--val-sizes`;
 add a portrait's, e.g. 320) on which the
 real detectors, run on the 8-bit result, no longer find the face; the best checkpoint by that
-share is exported.
+share whose median PSNR is within 0.5 dB of `--psnr-floor` is exported.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def main(args) -> None:
             dist = torch.relu(mse / allowed_mse - 1.0)
             loss = loss + (face + args.distortion_weight * dist) / args.batch
             face_total += float(face.detach()) / args.batch
-            dist_total += float(dist) / args.batch
+            dist_total += float(dist.detach()) / args.batch
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
@@ -305,7 +305,8 @@ def main(args) -> None:
         if run.step % args.val_every == 0 or run.step == args.steps:
             row.update(validate(net, val_views, detectors, args.eps, args.context))
             score = float(np.mean([v for k, v in row.items() if k.startswith("hidden_")] or [0.0]))
-            if score > best["score"]:
+            # a checkpoint that hides more by changing more than the floor allows is not better
+            if score > best["score"] and row["val_psnr"] >= args.psnr_floor - 0.5:
                 best.update(score=score, step=run.step)
                 torch.save(net.state_dict(), run.dir / "best.pt")
             tqdm.write(f"step {run.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
