@@ -84,3 +84,15 @@ def test_a_refused_option_is_a_message_not_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     out = subprocess.run([sys.executable, "-m", "faceshield", "protect", "--help"], capture_output=True, text=True)
     assert "(1 to 16; default 8)" in " ".join(out.stdout.split())
+
+
+def test_speed_times_a_method_on_a_resized_photo(tmp_path, capsys):
+    """`speed`: a warm-up call, then the median and fastest of the timed runs, at the size asked
+    for; a photo it cannot read is a message and exit code 2."""
+    from faceshield.examples import example_photos
+
+    code = main(["--threads", "1", "speed", str(example_photos()["astronaut"]), "--size", "256", "--runs", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "generator on 256x256 px, 1 face(s)" in out and "median" in out
+    assert main(["speed", str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in capsys.readouterr().err

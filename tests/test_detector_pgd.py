@@ -104,3 +104,29 @@ def test_budget_ladder_climbs_until_the_face_is_hidden(photos):
     text = protection.describe(result)
     assert f"at L-inf {took:g}/255" in text and f"hidden at **{took:g}/255**" in text
     assert f"PSNR {result.info['psnr']:.1f} dB" in text
+
+
+def test_generator_start_takes_no_step_when_its_one_pass_hides(photos, monkeypatch):
+    """start=generator: when the generator's perturbation already hides every face, the result
+    is it (shrunk) with no attack step and the summary says so; when it does not, the ladder
+    goes on from it within eps and hides the face as the plain attack does."""
+    import torch
+
+    from faceshield.protections import detector_pgd
+
+    mtcnn = models.load("mtcnn")
+    pixels = photos["astronaut"]
+    plain = DetectorPGD()(pixels)
+    assert plain.success
+    found = torch.from_numpy(plain.pixels.astype(np.float32) - pixels.astype(np.float32)).permute(2, 0, 1)[None]
+    monkeypatch.setattr(detector_pgd, "_generator_start", lambda x0, boxes, eps: found.clamp(-eps, eps))
+    protection = DetectorPGD(start="generator")
+    result = protection(pixels)
+    assert result.success and result.steps == 0 and result.info["ladder"][0]["generator"]
+    assert len(mtcnn.detect(png_roundtrip(result.pixels))) == 0
+    assert "one pass already hid every face" in protection.describe(result)
+
+    monkeypatch.setattr(detector_pgd, "_generator_start", lambda x0, boxes, eps: torch.zeros_like(x0))
+    result = protection(pixels)
+    assert result.success and result.steps > 0 and "generator" not in result.info["ladder"][0]
+    assert len(mtcnn.detect(png_roundtrip(result.pixels))) == 0 and result.budget.used <= 16

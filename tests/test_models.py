@@ -93,7 +93,7 @@ def test_mtcnn_surrogate_proposes_every_box_the_real_cascade_does(photos):
     pixels = photos["zidane"][::2, ::2]
     h, w = pixels.shape[:2]
     img = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
-    ours = det._proposals(img, torch.ones(h, w), det._taus()[0])
+    ours, _ = det._proposals(img, torch.ones(h, w), det._taus()[0])
     with torch.no_grad():
         for scale in det._scales(h, w)[:4]:
             reg, probs = det.mtcnn.pnet((imresample(img, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125)
@@ -125,14 +125,14 @@ def test_mtcnn_screening_by_chunks_keeps_live_candidates_and_misses_none(photos)
     img = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()
     region, tau = torch.ones(h, w), det._taus()
     with torch.no_grad():
-        boxes = det._proposals(img, region, tau[0])
+        boxes, _ = det._proposals(img, region, tau[0])
         m_r, reg_r = det._judge(det._rnet, img, boxes, 24)
         m_o, _ = det._judge(det._onet, img, det._refine(boxes, reg_r), 48)
     alive = {tuple(b) for b in boxes[(m_r > tau[1]) & (m_o > tau[2])].tolist()}
     assert len(alive) > det.max_candidates  # a photo that needs more than one chunk's worth
-    few = det._screen(img, region, tau)
+    few, _ = det._screen(img, region, tau)
     assert len(few) == det.max_candidates and {tuple(b) for b in few.tolist()} <= alive
-    every = det._screen(img, region, tau, share=len(alive) // det.max_candidates + 1)
+    every, _ = det._screen(img, region, tau, share=len(alive) // det.max_candidates + 1)
     assert {tuple(b) for b in every.tolist()} == alive
 
 
@@ -149,3 +149,38 @@ def test_mtcnn_attack_loss_screens_every_few_steps_and_confirms_zero(photos):
     screened = det.attack_loss(every=4)
     assert screened(x[:, :, :128, :128], torch.ones(128, 128)).item() >= 0
     assert screened(blank, torch.ones(128, 128)).item() == 0.0  # cached boxes, then a fresh look
+
+
+def test_mtcnn_attack_loss_says_when_a_face_is_surely_still_found(photos):
+    """surely_found() (the attack then skips its check with the real detector) is true on a
+    face the real MTCNN finds with confidence and false where no candidate is left; whenever
+    it is true, the real detector does find a face in the region."""
+    det = models.load("mtcnn")
+    pixels = photos["astronaut"]
+    boxes = det.detect(pixels).boxes
+    region = torch.from_numpy(region_mask(pixels.shape[:2], boxes))
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(255)
+    loss = det.attack_loss(every=4)
+    loss(x, region)
+    assert loss.surely_found() and len(boxes)
+    # sign steps of a grey level down the loss: each time it says "surely", the real one agrees
+    grey = x * 255
+    delta = torch.zeros_like(grey, requires_grad=True)
+    claims = 0
+    for _ in range(30):
+        adv = (grey + delta).clamp(0, 255)
+        value = loss(adv / 255, region)
+        if loss.surely_found():
+            claims += 1
+            assert len(det.detect(adv.detach()[0].permute(1, 2, 0).byte().numpy()))
+        if value.item() == 0:
+            break
+        (grad,) = torch.autograd.grad(value, delta)
+        with torch.no_grad():
+            delta -= grad.sign() * region
+            delta.clamp_(-12, 12)
+    assert value.item() == 0 and claims >= 3  # it got there, and it claimed on the way
+    assert not models.Detector.attack_loss(det, 1).surely_found()  # the generic loss never claims
+    blank = det.attack_loss(every=4)
+    assert blank(torch.full((1, 3, 128, 128), 0.5), torch.ones(128, 128)).item() == 0.0
+    assert not blank.surely_found()

@@ -223,6 +223,47 @@ def cmd_bench_scale(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    """Time one protection on one photo: a warm-up call (loads the weights), then --runs timed
+    calls; prints the median and fastest wall time of the call (face finding included)."""
+    import statistics
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from faceshield.images import ImageError, load_image
+
+    built, error = _built([args.method], protect_options(args))
+    if error is not None:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        pixels = load_image(args.photo).pixels
+    except (ImageError, OSError) as exc:
+        print(f"{args.photo}: {exc}", file=sys.stderr)
+        return 2
+    if args.size:
+        h, w = pixels.shape[:2]
+        k = args.size / max(h, w)
+        pixels = np.asarray(Image.fromarray(pixels).resize((round(w * k), round(h * k)), Image.Resampling.LANCZOS))
+    protection = built[0]
+    result = protection(pixels)  # warm-up: weights, the detectors' first call
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        result = protection(pixels)
+        times.append(time.perf_counter() - start)
+    h, w = pixels.shape[:2]
+    print(f"python -m faceshield {shlex.join(args.argv)}")
+    print(
+        f"{args.method} on {w}x{h} px, {len(result.faces)} face(s), {settings.TORCH_THREADS} torch thread(s): "
+        f"median {statistics.median(times):.3f} s, fastest {min(times):.3f} s over {args.runs} runs "
+        "(after a warm-up call; face finding included)"
+    )
+    return 0
+
+
 def cmd_bench(args) -> int:
     options = protect_options(args)
     if (error := _built(args.methods, options)[1]) is not None:
@@ -366,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="only the first N photos")
     add_ray_options(s, defaults=True)
     s.set_defaults(func=cmd_bench_scale)
+
+    t = sub.add_parser("speed", help="time one protection on one photo (median of a few warm runs)")
+    t.add_argument("photo")
+    t.add_argument("--method", default="generator", type=_method)
+    add_protection_options(t)
+    t.add_argument("--size", type=int, help="resize the photo first so its longer side is this many px (e.g. 1024)")
+    t.add_argument("--runs", type=int, default=5, help="timed runs after the warm-up (default 5)")
+    t.set_defaults(func=cmd_speed)
 
     b = sub.add_parser("bench", help="benchmark methods on a folder laid out like shared/data/faces")
     b.add_argument("dataset")

@@ -50,10 +50,28 @@ class Detector:
     def face_loss(self, x, region):
         raise NotImplementedError(f"{self.name} is not differentiable")
 
-    def attack_loss(self, every: int = 1):
+    def attack_loss(self, every: int = 1) -> AttackLoss:
         """face_loss for the steps of one attack (a new one per attack: it may keep state;
         `every`: how often a detector that screens candidates re-screens them)."""
-        return self.face_loss
+        return AttackLoss(self.face_loss)
+
+
+class AttackLoss:
+    """A detector's face loss over the steps of one attack: loss(x, region) as face_loss.
+
+    surely_found(): whether the last call saw a face the real detector finds all but surely
+    (MTCNN: a candidate above every stage's own threshold), so the attack skips that step's
+    check with the real detector (a whole detection, on a crowd photo about a second); False
+    when unknown, and the real detector is asked."""
+
+    def __init__(self, face_loss):
+        self.face_loss = face_loss
+
+    def __call__(self, x, region):
+        return self.face_loss(x, region)
+
+    def surely_found(self) -> bool:
+        return False
 
 
 class Recogniser:

@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from faceshield import settings
-from faceshield.models.base import Detections, Detector
+from faceshield.models.base import AttackLoss, Detections, Detector
+
+# how far (logits) above every stage's threshold a candidate must be for attack_loss to call
+# the face surely found (stepping the astronaut's face down, the real cascade dropped it while
+# candidates were still up to 1.2 logits over: non-maximum suppression had kept a neighbour)
+SURE = 2.0
 
 
 class MTCNNDetector(Detector):
@@ -87,73 +92,73 @@ class MTCNNDetector(Detector):
         """
         img = x * 255.0
         tau = self._taus()
-        return self._candidate_loss(img, region, self._screen(img.detach(), region, tau), tau)
+        return self._candidate_loss(img, region, self._screen(img.detach(), region, tau), tau)[0]
 
-    def attack_loss(self, every: int = 4):
+    def attack_loss(self, every: int = 4) -> AttackLoss:
         """face_loss for one attack's steps, screening the candidates (the no-grad pass of the
         whole cascade over every P-Net window, most of a step's cost on a crowd photo: thousands
         of windows) only every `every` steps; between screenings the same candidates are pushed
         down (up to `every` x max_candidates of them, so a screening feeds the steps until the
         next). A zero loss is always confirmed by a fresh screening, so zero still means that
-        no candidate is left."""
-        kept: dict = {"boxes": None, "age": 0}
-
-        def loss(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-            img, tau = x * 255.0, self._taus()
-            fresh = kept["boxes"] is None or kept["age"] >= every
-            if fresh:
-                kept["boxes"], kept["age"] = self._screen(img.detach(), region, tau, every), 0
-            kept["age"] += 1
-            value = self._candidate_loss(img, region, kept["boxes"], tau)
-            if not fresh and float(value.detach()) == 0.0:  # confirm on a fresh screening
-                kept["boxes"], kept["age"] = self._screen(img.detach(), region, tau, every), 1
-                value = self._candidate_loss(img, region, kept["boxes"], tau)
-            return value
-
-        return loss
+        no candidate is left. Its surely_found() is true while a candidate is SURE logits above
+        all three stages' own thresholds."""
+        return _ScreenedLoss(self, every)
 
     def _taus(self) -> list[float]:
         """Each stage's threshold as a logit margin, lowered by `margin`."""
         return [float(np.log(t / (1 - t))) - self.margin for t in self.thresholds]
 
     @torch.no_grad()
-    def _screen(self, img: torch.Tensor, region: torch.Tensor, tau: list[float], share: int = 1) -> torch.Tensor:
+    def _screen(
+        self, img: torch.Tensor, region: torch.Tensor, tau: list[float], share: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The candidates R-Net and O-Net both still accept, at most `share` x max_candidates of
-        them (each crop's backward pass has a cost; the rest are taken in later steps).
+        them (each crop's backward pass has a cost; the rest are taken in later steps): their
+        boxes (N, 4) and P-Net logit margins (N,).
 
         P-Net's windows are judged in chunks, the most confident first, and the screening stops
         once a chunk has brought enough live candidates: on a crowd photo thousands of windows
         are alive at the start, and O-Net on all of them cost 10 s a screening (52 faces). A
         screening that finds none has judged every window, so an empty result is exact."""
-        boxes = self._proposals(img, region, tau[0])
+        boxes, scores = self._proposals(img, region, tau[0])
         want = self.max_candidates * share
         chunk = max(128, 2 * want)
-        kept, margins, found = [], [], 0
+        kept, p_net, margins, found = [], [], [], 0
         for i in range(0, len(boxes), chunk):
-            part = boxes[i : i + chunk]
+            part, score = boxes[i : i + chunk], scores[i : i + chunk]
             m_r, reg_r = self._judge(self._rnet, img, part, 24)
-            part, reg_r = part[m_r > tau[1]], reg_r[m_r > tau[1]]
+            live = m_r > tau[1]
+            part, score, reg_r = part[live], score[live], reg_r[live]
             if len(part):
                 m_o, _ = self._judge(self._onet, img, self._refine(part, reg_r), 48)
                 kept.append(part[m_o > tau[2]])
+                p_net.append(score[m_o > tau[2]])
                 margins.append(m_o[m_o > tau[2]])
                 found += len(kept[-1])
             if found >= want:
                 break
         if not found:
-            return img.new_zeros(0, 4)
-        m_o = torch.cat(margins)
-        return torch.cat(kept)[torch.argsort(m_o, descending=True)[:want]]
+            return img.new_zeros(0, 4), img.new_zeros(0)
+        order = torch.argsort(torch.cat(margins), descending=True)[:want]
+        return torch.cat(kept)[order], torch.cat(p_net)[order]
 
-    def _candidate_loss(self, img: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor, tau) -> torch.Tensor:
-        """How far R-Net and O-Net are above their lowered thresholds on `boxes` (+ P-Net's
-        dense term when proposal_weight > 0)."""
+    def _candidate_loss(
+        self, img: torch.Tensor, region: torch.Tensor, candidates: tuple[torch.Tensor, torch.Tensor], tau
+    ) -> tuple[torch.Tensor, bool]:
+        """How far R-Net and O-Net are above their lowered thresholds on the candidates (boxes,
+        P-Net margins) (+ P-Net's dense term when proposal_weight > 0), and whether one of them
+        is above all three stages' own thresholds by SURE logits or more (the cascade keeps
+        such a face: a candidate just over them may still be dropped by non-maximum suppression
+        for a neighbour that a later stage rejects)."""
+        boxes, p_net = candidates
         dense = self.proposal_weight * self.proposal_loss(img, region, tau[0]) if self.proposal_weight else 0.0
         if len(boxes) == 0:
-            return img.sum() * 0.0 + dense
+            return img.sum() * 0.0 + dense, False
         m_r, reg_r = self._judge(self._rnet, img, boxes, 24)
         m_o, _ = self._judge(self._onet, img, self._refine(boxes, reg_r.detach()), 48)
-        return (F.relu(m_r - tau[1]) + F.relu(m_o - tau[2])).sum() + dense
+        sure = [t + self.margin + SURE for t in tau]
+        found = bool(((p_net > sure[0]) & (m_r.detach() > sure[1]) & (m_o.detach() > sure[2])).any())
+        return (F.relu(m_r - tau[1]) + F.relu(m_o - tau[2])).sum() + dense, found
 
     def proposal_loss(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> torch.Tensor:
         """Sum, over every P-Net window of the pyramid centred in `region`, of how far its face
@@ -169,9 +174,9 @@ class MTCNNDetector(Detector):
             total = total + (F.relu(margin - tau) * (region[ys][:, xs] > 0)).sum()
         return total
 
-    def _proposals(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> torch.Tensor:
+    def _proposals(self, img: torch.Tensor, region: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 4) square boxes of P-Net windows centred in `region` with logit margin > tau,
-        the most confident first."""
+        the most confident first, and their margins (N,)."""
         _, _, h, w = img.shape
         found, scores = [], []
         areas = _region_boxes(region)
@@ -200,8 +205,10 @@ class MTCNNDetector(Detector):
                 found.append(torch.stack([x1 + r[0] * bw, y1 + r[1] * bh, x2 + r[2] * bw, y2 + r[3] * bh], 1))
                 scores.append(margin[iy, ix])
         if not found:
-            return img.new_zeros(0, 4)
-        return _square(torch.cat(found))[torch.argsort(torch.cat(scores), descending=True)]
+            return img.new_zeros(0, 4), img.new_zeros(0)
+        score = torch.cat(scores)
+        order = torch.argsort(score, descending=True)
+        return _square(torch.cat(found))[order], score[order]
 
     @staticmethod
     def _refine(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
@@ -227,6 +234,33 @@ class MTCNNDetector(Detector):
         # backward), the result equal to float rounding
         out = net(((patches - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last))
         return out[-1][:, 1] - out[-1][:, 0], out[0]
+
+
+class _ScreenedLoss(AttackLoss):
+    """MTCNNDetector.attack_loss: the candidates of the last screening, re-screened every
+    `every` steps (and whenever their loss reaches zero)."""
+
+    def __init__(self, detector: MTCNNDetector, every: int):
+        super().__init__(detector.face_loss)
+        self.detector, self.every = detector, every
+        self.candidates: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.age, self.found = 0, False
+
+    def __call__(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        d = self.detector
+        img, tau = x * 255.0, d._taus()
+        fresh = self.candidates is None or self.age >= self.every
+        if self.candidates is None or fresh:
+            self.candidates, self.age = d._screen(img.detach(), region, tau, self.every), 0
+        self.age += 1
+        value, self.found = d._candidate_loss(img, region, self.candidates, tau)
+        if not fresh and float(value.detach()) == 0.0:  # confirm on a fresh screening
+            self.candidates, self.age = d._screen(img.detach(), region, tau, self.every), 1
+            value, self.found = d._candidate_loss(img, region, self.candidates, tau)
+        return value
+
+    def surely_found(self) -> bool:
+        return self.found
 
 
 def area_crops(img: torch.Tensor, crops: list[tuple[int, int, int, int]], size: int) -> torch.Tensor:

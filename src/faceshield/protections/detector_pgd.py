@@ -90,7 +90,8 @@ class DetectorPGD(Protection):
             "start",
             "zero",
             "zero, or generator: begin from the trained generator's one-pass perturbation "
-            "(protections/generator.py), so a few steps finish what it started",
+            "(protections/generator.py) at the budget it was trained at; when that already hides every face "
+            "no step is taken, else the ladder goes on from it",
             choices=("zero", "generator"),
         ),
         Param(
@@ -113,9 +114,18 @@ class DetectorPGD(Protection):
         Param(
             "patience",
             16,
-            "budget ladder: leave a budget for the next one early when the loss fell less than 5% in this "
-            "many steps (a plateau the rest of the steps rarely leave); 0: always take every step",
+            "budget ladder: leave a budget for the next one early when the loss fell less than plateau_gain in "
+            "this many steps (a plateau the rest of the steps rarely leave); 0: always take every step",
             low=0,
+        ),
+        Param(
+            "plateau_gain",
+            0.25,
+            "budget ladder: with patience, the loss must fall by this share every `patience` steps for a budget "
+            "to be kept (0.05: only a flat loss climbs; a crowd's loss creeping down 10% a window at a budget "
+            "it cannot reach zero at cost half its time)",
+            low=0,
+            high=1,
         ),
         Param(
             "rung_steps",
@@ -161,9 +171,6 @@ class DetectorPGD(Protection):
         region = torch.from_numpy(mask).to(device)
         m = region[None, None]
         delta = torch.zeros_like(x0, requires_grad=True)  # grey levels, whole numbers
-        if self.start == "generator" and len(all_faces):
-            with torch.no_grad():
-                delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, self.eps).to(device))
 
         losses = [d.attack_loss(self.screen_every) for d in detectors]  # one attack's losses (they may keep state)
 
@@ -176,7 +183,11 @@ class DetectorPGD(Protection):
         # a zero loss ends it too: the surrogate sees no face, so no gradient is left
         held: dict[str, torch.Tensor] = {}  # the last perturbation judged to hide every face
 
-        def hidden() -> bool:
+        def hidden(cheap: bool = True) -> bool:
+            # while a loss still sees a face the real detector surely keeps, skip the real check
+            # (on a crowd photo a second each, and most checks of a rung that fails)
+            if cheap and any(loss.surely_found() for loss in losses):
+                return False
             ok = self._hidden(detectors, x0, delta, m, mask)
             if ok:
                 held["delta"] = delta.detach().clone()
@@ -185,12 +196,34 @@ class DetectorPGD(Protection):
         history, ladder = [], []
         smooth = coarse_grid(self.cell(all_faces.boxes))
         budgets = self.budgets(len(all_faces) > 0)
+        success = False
+        if self.start == "generator" and len(all_faces):
+            # the trained generator's one pass, at the budget it was trained at (within the
+            # ladder's largest): when it already hides every face no step is taken (shrink then
+            # spends only what hiding needs); else the ladder goes on from it, clipped to eps
+            eps = min(_generator_eps(), budgets[-1][0])
+            with torch.no_grad():
+                delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, eps).to(device))
+            success = hidden(cheap=False)
+            if success:
+                ladder.append({"eps": eps, "steps": 0, "hidden": True, "generator": True})
+                budgets = []
+            else:
+                with torch.no_grad():
+                    delta.clamp_(-self.eps, self.eps)
         for rung, (eps, steps) in enumerate(budgets):
             # a larger rung goes on from the perturbation so far (just judged: a face is found);
             # every rung but the last may be left early on a plateau
             patience = self.patience if rung < len(budgets) - 1 else 0
             first = not ladder and self.start != "zero"
-            stop = EarlyStop(self.check_every, self.extra_steps, zero_stops=True, check_first=first, patience=patience)
+            stop = EarlyStop(
+                self.check_every,
+                self.extra_steps,
+                zero_stops=True,
+                check_first=first,
+                patience=patience,
+                min_gain=self.plateau_gain,
+            )
             late: list[str] = []
             held.clear()
             config = LoopConfig(self.key, steps, eps, self.step_size, self.momentum, smooth=smooth)
@@ -199,7 +232,7 @@ class DetectorPGD(Protection):
             # judged on the final 8-bit photo: the steps taken after success to stand off the
             # threshold can also bring a face back over it; then the photo judged hidden during
             # this rung is kept (the ladder goes on only when none was)
-            success = hidden()
+            success = hidden(cheap=False)
             if not success and "delta" in held:
                 with torch.no_grad():
                     delta.copy_(held["delta"])
@@ -266,6 +299,11 @@ class DetectorPGD(Protection):
         """The summary line, and which budget the ladder took when it climbed (and its PSNR)."""
         text = super().describe(result)
         ladder = result.info.get("ladder", [])
+        if ladder and ladder[0].get("generator") and ladder[0]["hidden"]:
+            return text + (
+                f"\nThe trained generator's one pass already hid every face (no attack step; "
+                f"PSNR {result.info['psnr']:.1f} dB)."
+            )
         if len(ladder) > 1:
             climb = " -> ".join(f"{r['eps']:g}" for r in ladder)
             outcome = (
@@ -318,6 +356,13 @@ def coarse_grid(cell: int):
         return F.interpolate(coarse, size=grad.shape[-2:], mode="bilinear", align_corners=False)
 
     return smooth
+
+
+def _generator_eps() -> float:
+    """The budget (grey levels) the shipped generator was trained at."""
+    from faceshield.protections.generator import load_generator
+
+    return load_generator().eps
 
 
 def _generator_start(x0: torch.Tensor, boxes, eps: float) -> torch.Tensor:

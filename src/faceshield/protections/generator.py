@@ -158,6 +158,7 @@ def load_generator(path=None) -> FaceGenerator:
     model.load_state_dict(trained.tensors)
     model.trained_against = tuple(meta.get("detectors", "mtcnn").split(","))
     model.context = float(meta.get("context", CONTEXT))
+    model.eps = float(meta.get("eps", 8))  # the budget it was trained at (grey levels)
     return weights.frozen(model)
 
 
