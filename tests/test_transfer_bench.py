@@ -21,14 +21,16 @@ def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, t
     Image.fromarray(astronaut[:300, 60:360]).save(tmp_path / "identities" / "someone" / "1.jpg", quality=95)
 
     options = {"steps": 3, "rung_steps": 3, "attack": ("mtcnn",)}
-    results = run_transfer_bench(tmp_path, "detector-pgd", options, out_dir=tmp_path / "out")
-    method, control = results["methods"]
-    assert control.startswith("noise")
+    results = run_transfer_bench(tmp_path, ["detector-pgd", "generator"], options, out_dir=tmp_path / "out")
+    method, generator, control = results["methods"]
+    assert control.startswith("noise") and generator == "generator"
     rows = results["methods"][method]["detectors"]
     assert rows["mtcnn"]["white_box"] and not rows["haar"]["white_box"] and not rows["dlib-hog"]["white_box"]
     assert rows["mtcnn"]["recall_before"] == 1.0 and rows["mtcnn"]["portraits_found"] == 1
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| mtcnn | white-box (attacked) |" in table and "| haar | black-box |" in table
+    assert f"| mtcnn | white-box for {method}, generator |" in table and "| haar | black-box |" in table
+    assert f"after: {method} | after: generator | after: noise" in table
+    assert "seconds a photo, median / worst / total" in table  # several methods: the total, for ratios
     assert table.index("black-box") < table.index("white-box")  # the never-attacked judges lead
     summary = results["methods"][method]
     assert summary["seconds_median"] > 0 and np.isfinite(summary["psnr_lowest"])
@@ -40,6 +42,6 @@ def test_transfer_table_marks_attacked_detectors_and_shows_the_control(photos, t
     assert [p["budget"] for p in results["methods"][control]["photos"]] == [p["budget"] for p in photos]
     (portrait,) = [p for p in photos if p["portrait"]]
     hidden = int(portrait["hidden_from_attacked"])
-    assert f"| portraits hidden from every attacked detector (mtcnn) | {hidden}/1 ({hidden:.0%}) |" in table
+    assert f"| portraits hidden from every detector it attacks | {hidden}/1 ({hidden:.0%}) |" in table
     counts = {b: [p["budget"] for p in photos].count(b) for b in sorted({p["budget"] for p in photos})}
     assert "| photos per budget it ended at | " + ", ".join(f"{b:g}/255: {n}" for b, n in counts.items()) in table

@@ -289,7 +289,7 @@ def _run_bench(args, options: dict) -> tuple[str, dict]:
     if args.transfer:
         return "transfer", run_transfer_bench(
             Path(args.dataset),
-            args.methods[0],
+            args.methods,
             options,
             out_dir=Path(args.out) / "transfer",
             limit=args.limit,
@@ -483,8 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--transfer",
         action="store_true",
-        help="detector transfer: the method and the noise control on the annotated photos and the "
-        "portraits, judged by every detector (white-box = attacked, black-box = never attacked)",
+        help="detector transfer: the methods side by side (e.g. detector-pgd generator "
+        "detector-pgd:start=generator) and the noise control on the annotated photos and the portraits, judged "
+        "by every detector (white-box = attacked, black-box = never attacked)",
     )
     b.add_argument(
         "--zoo",

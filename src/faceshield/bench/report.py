@@ -179,23 +179,42 @@ def format_zoo_table(results: dict) -> str:
 
 
 def format_transfer_table(results: dict) -> str:
-    """Black-box detectors first (what a user meets), then the attacked ones; control beside."""
-    (method, res), (control, ctl) = list(results["methods"].items())
+    """Black-box detectors first (what a user meets), then the attacked ones; each method's
+    column, the control's last."""
+    names = list(results["methods"])
+    runs = list(results["methods"].values())
+    methods = names[:-1]
     lines = [
         f"{len(results['annotated'])} annotated photos (recall at IoU 0.5) and {results['portraits']} portraits "
-        f"(share on which the detector still finds the face); L-inf {results['eps']:g}/255",
+        f"(share on which the detector still finds the face); L-inf {results['eps']:g}/255"
+        + (" for the first method (each one's budgets: the last row)" if len(names) > 2 else ""),
         "",
-        f"| detector | role | recall before | after: {method} | after: {control} | "
-        f"portraits found before | still found: {method} | still found: {control} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| detector | role | recall before | "
+        + " | ".join(f"after: {n}" for n in names)
+        + " | portraits found before | "
+        + " | ".join(f"still found: {n}" for n in names)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(names) + "---:|" + "---:|" * len(names),
     ]
-    order = sorted(res["detectors"], key=lambda k: res["detectors"][k]["white_box"])
-    for key in order:
-        d, c = res["detectors"][key], ctl["detectors"][key]
-        role = "white-box (attacked)" if d["white_box"] else "black-box"
+
+    def attacked_by(key: str) -> list[str]:
+        return [n for n, r in zip(methods, runs) if r["detectors"][key]["white_box"]]
+
+    first = runs[0]["detectors"]
+    for key in sorted(first, key=lambda k: len(attacked_by(k)) > 0):
+        by = attacked_by(key)
+        if not by:
+            role = "black-box"
+        elif len(methods) == 1:
+            role = "white-box (attacked)"
+        else:
+            role = "white-box for " + ", ".join(by)
         lines.append(
-            f"| {key} | {role} | {d['recall_before']:.1%} | {d['recall_after']:.1%} | {c['recall_after']:.1%} "
-            f"| {d['portraits_found']} | {d['portraits_kept']:.1%} | {c['portraits_kept']:.1%} |"
+            f"| {key} | {role} | {first[key]['recall_before']:.1%} | "
+            + " | ".join(f"{r['detectors'][key]['recall_after']:.1%}" for r in runs)
+            + f" | {first[key]['portraits_found']} | "
+            + " | ".join(f"{r['detectors'][key]['portraits_kept']:.1%}" for r in runs)
+            + " |"
         )
     lines += ["", *transfer_goals(results), ""]
     for name, r in results["methods"].items():
@@ -253,39 +272,52 @@ def format_sweep_table(sweep: dict) -> str:
 
 
 def transfer_goals(results: dict) -> list[str]:
-    """The hiding goals beside the control: portraits hidden from every detector the method
-    attacks, recall those detectors keep on the annotated photos, PSNR, seconds, and the budget
-    ladder's use (how many photos ended at which budget). Records made before these were kept
-    per photo show what they have."""
-    (method, res), (control, ctl) = list(results["methods"].items())
-    attacked = [k for k, d in res["detectors"].items() if d["white_box"]]
-    if not attacked:
-        return []
-    names = ", ".join(attacked)
+    """The hiding goals, one column per method and the control's last: portraits hidden from
+    every detector the method attacks (the control: those the first method attacks), recall
+    those detectors keep on the annotated photos, PSNR, seconds (with several methods the
+    total too, so a faster start reads as a ratio) and the budget ladder's use (how many
+    photos ended at which budget). Records made before these were kept per photo show what
+    they have."""
+    runs = list(results["methods"].items())
+    control = runs[-1][0]
 
-    def hidden(r):
+    def attacked(name: str, r: dict) -> list[str]:
+        source = runs[0][1] if name == control else r
+        return [k for k, d in source["detectors"].items() if d["white_box"]]
+
+    if not attacked(*runs[0]):
+        return []
+
+    def hidden(name, r):
+        keys = attacked(name, r)
         portraits = [p for p in r["photos"] if p["portrait"] and "hidden_from_attacked" in p]
         n, total = sum(p["hidden_from_attacked"] for p in portraits), len(portraits)
-        if not portraits and len(attacked) == 1:  # an older record: the one detector's own count
-            d = r["detectors"][attacked[0]]
+        if not portraits and len(keys) == 1:  # an older record: the one detector's own count
+            d = r["detectors"][keys[0]]
             total = d["portraits_found"]
             n = round(total * (1 - d["portraits_kept"]))
         return f"{n}/{total} ({n / total:.0%})" if total else "-"
 
-    def recall(r):
-        return ", ".join(f"{r['detectors'][k]['recall_after']:.1%}" for k in attacked)
+    def recall(name, r):
+        return ", ".join(f"{k} {r['detectors'][k]['recall_after']:.1%}" for k in attacked(name, r))
 
-    def ladder(r):
+    def ladder(name, r):
         budgets = [p["budget"] for p in r["photos"] if p.get("budget") is not None]
         counts = {b: budgets.count(b) for b in sorted(set(budgets))}
         return ", ".join(f"{b:g}/255: {n}" for b, n in counts.items()) or "-"
 
+    def seconds(name, r):
+        text = f"{r['seconds_median']:.1f} / {r['seconds_worst']:.1f}"
+        if len(runs) > 2:
+            text += f" / {sum(p['seconds'] for p in r['photos']):.0f}"
+        return text
+
     rows = [
-        (f"portraits hidden from every attacked detector ({names})", hidden),
-        (f"recall on the annotated photos after ({names})", recall),
-        ("PSNR median (lowest), dB", lambda r: f"{r['psnr_median']:.1f} ({r['psnr_lowest']:.1f})"),
-        ("seconds a photo, median / worst", lambda r: f"{r['seconds_median']:.1f} / {r['seconds_worst']:.1f}"),
+        ("portraits hidden from every detector it attacks", hidden),
+        ("recall the attacked detectors keep on the annotated photos", recall),
+        ("PSNR median (lowest), dB", lambda name, r: f"{r['psnr_median']:.1f} ({r['psnr_lowest']:.1f})"),
+        ("seconds a photo, median / worst" + (" / total" if len(runs) > 2 else ""), seconds),
         ("photos per budget it ended at", ladder),
     ]
-    lines = [f"| goal | {method} | {control} |", "|---|---:|---:|"]
-    return lines + [f"| {what} | {show(res)} | {show(ctl)} |" for what, show in rows]
+    lines = ["| goal | " + " | ".join(name for name, _ in runs) + " |", "|---|" + "---:|" * len(runs)]
+    return lines + [f"| {what} | " + " | ".join(show(n, r) for n, r in runs) + " |" for what, show in rows]
