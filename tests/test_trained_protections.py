@@ -24,10 +24,15 @@ def test_generator_is_one_bounded_pass(photos):
     """zidane.jpg was never in training. One pass: within the budget, PNG-safe, fast, and
     every face MTCNN finds is weaker or gone (the headline numbers are in the bench)."""
     pixels = photos["zidane"]
-    result = build("generator")(pixels)
+    protection = build("generator")
+    assert protection.eps == protection.network().eps  # its default: the budget it was trained at
+    result = protection(pixels)
     out = png_roundtrip(result.pixels)
     q = image_quality(pixels, out)
-    assert q["linf"] <= 8 and q["psnr"] >= 30
+    assert q["linf"] <= protection.eps and q["psnr"] >= 30
+    assert not result.notices  # at its own budget: no warning
+    other = build("generator", eps=protection.eps / 2)(pixels)
+    assert any("trained at" in n for n in other.notices)
     assert result.seconds < 10  # the bench reports the real figure on an idle machine
     before = models.load("mtcnn").detect(pixels)
     after = [_mtcnn_confidence(out, box) for box in before.boxes]
