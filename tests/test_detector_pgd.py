@@ -1,4 +1,5 @@
-"""Acceptance: at 8/255, after a round trip through the downloaded PNG, MTCNN finds no face."""
+"""Acceptance: at 8/255, after a round trip through the downloaded PNG, MTCNN finds no face (the
+attack alone, start=zero); the default (the generator's one pass first) hides a large face."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from faceshield.protections import DetectorPGD
 
 @pytest.fixture(scope="module")
 def protected(photos):
-    protection = DetectorPGD(eps=8)
+    protection = DetectorPGD(eps=8, start="zero")
     return {name: protection(pixels) for name, pixels in photos.items()}
 
 
@@ -87,7 +88,7 @@ def test_budget_ladder_climbs_until_the_face_is_hidden(photos):
     reports that budget and names it in the summary line."""
     mtcnn = models.load("mtcnn")
     pixels = photos["astronaut"]
-    fast = dict(eps=8, steps=1, check_every=1, rung_steps=20)
+    fast = dict(eps=8, steps=1, check_every=1, rung_steps=20, start="zero")
     alone = DetectorPGD(**fast, max_eps=8)(pixels)
     assert not alone.success and len(mtcnn.detect(alone.pixels)) == 1 and alone.info["ladder"][-1]["eps"] == 8
 
@@ -116,7 +117,7 @@ def test_generator_start_takes_no_step_when_its_one_pass_hides(photos, monkeypat
 
     mtcnn = models.load("mtcnn")
     pixels = photos["astronaut"]
-    plain = DetectorPGD()(pixels)
+    plain = DetectorPGD(start="zero")(pixels)
     assert plain.success
     found = torch.from_numpy(plain.pixels.astype(np.float32) - pixels.astype(np.float32)).permute(2, 0, 1)[None]
     monkeypatch.setattr(detector_pgd, "_generator_start", lambda x0, boxes, eps: found.clamp(-eps, eps))
@@ -130,3 +131,20 @@ def test_generator_start_takes_no_step_when_its_one_pass_hides(photos, monkeypat
     result = protection(pixels)
     assert result.success and result.steps > 0 and "generator" not in result.info["ladder"][0]
     assert len(mtcnn.detect(png_roundtrip(result.pixels))) == 0 and result.budget.used <= 16
+
+
+def test_default_starts_from_the_generator_and_says_so_when_it_cannot(photos, monkeypatch):
+    """start=generator is the default; without the generator's weights the attack starts from
+    zero, takes its steps and says why in a notice (no crash)."""
+    from faceshield.protections import detector_pgd
+    from faceshield.weights import WeightsUnavailable
+
+    assert DetectorPGD().start == "generator"
+
+    def missing():
+        raise WeightsUnavailable("weights/perturbation_generator.safetensors is not in this checkout")
+
+    monkeypatch.setattr(detector_pgd, "_generator_eps", missing)
+    result = DetectorPGD(steps=2, rungs=0, check_every=1)(photos["astronaut"])
+    assert result.steps > 0 and "generator" not in result.info["ladder"][0]
+    assert any("generator is unavailable" in n and "not in this checkout" in n for n in result.notices)

@@ -86,7 +86,8 @@ def test_trainer_checkpoints_resumes_and_exports_a_working_file(trainer, dataset
 
 def test_generator_views_of_large_faces_stay_in_range_and_are_never_mostly_upsampling():
     """--large-share draws that share of portrait-sized faces (200-600 px), the rest in the
-    usual range; no view is more than 1.6 x the face's own size."""
+    usual range; no view is more than 1.6 x the face's own size, a large one no more than
+    --large-upsample x."""
     import random
 
     from faceshield.train.generator import view_size
@@ -99,6 +100,11 @@ def test_generator_views_of_large_faces_stay_in_range_and_are_never_mostly_upsam
     assert all(view_size(500, rng, (24, 160), (200, 600), 0.0) <= 160 for _ in range(100))
     small = [view_size(50, rng, (24, 160), (200, 600), 1.0) for _ in range(100)]
     assert all(24 <= s <= 80 for s in small)  # a 50 px face: at most 80 px, never a large view
+    # --large-upsample 4: a crowd's 60 px face is shown at a portrait's size, up to 4x
+    up = [view_size(60, rng, (24, 160), (200, 600), 1.0, 4.0) for _ in range(100)]
+    assert all(200 <= s <= 240 for s in up)
+    up = [view_size(100, rng, (24, 160), (200, 600), 1.0, 4.0) for _ in range(100)]
+    assert all(200 <= s <= 400 for s in up)
 
 
 def test_generator_evaluate_prints_the_validation_of_each_weights_file_per_size(dataset, tmp_path, capsys):

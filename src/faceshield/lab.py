@@ -70,7 +70,8 @@ def trace_attack(
         if len(iterates) - 1 in grid:
             full[len(iterates) - 1] = img
 
-    protection = build(method, eps=eps, max_eps=eps, steps=steps, extra_steps=0)  # one budget: no ladder
+    # one budget (no ladder), from the clean photo (no generator start): every step is shown
+    protection = build(method, eps=eps, max_eps=eps, steps=steps, extra_steps=0, start="zero")
     result = protection(pixels, on_step=keep)
     iterates[-1] = thumbnail(result.pixels)
     full[len(iterates) - 1] = result.pixels

