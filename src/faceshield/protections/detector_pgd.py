@@ -214,11 +214,13 @@ class DetectorPGD(Protection):
             # the trained generator's one pass, at the budget it was trained at (within the
             # ladder's largest): when it already hides every face no step is taken (shrink then
             # spends only what hiding needs); else the ladder goes on from it, clipped to eps
+            # (only its weights may be missing: an error while running it is a bug, not a fallback)
             try:
                 eps = min(_generator_eps(), budgets[-1][0])
-                warm = _generator_start(x0.cpu(), all_faces.boxes, eps)
-            except (WeightsUnavailable, FileNotFoundError, RuntimeError) as error:
+            except WeightsUnavailable as error:
                 notices.append(f"The trained generator is unavailable ({error}); the attack started from zero.")
+            else:
+                warm = _generator_start(x0.cpu(), all_faces.boxes, eps)
         if warm is not None:
             with torch.no_grad():
                 delta.copy_(warm.to(device))
